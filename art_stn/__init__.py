@@ -1,0 +1,22 @@
+"""
+art-stn: certified adversarial robustness with additive noise (Li, Wang, Chen, Carin, NeurIPS 2019) for the
+Adversarial Robustness Toolbox (ART).
+
+| Paper link: https://arxiv.org/abs/1809.03113
+"""
+
+from art_stn.bounds import cohen_l2_radius, laplace_l1_radius, pixeldp_l2_radius, renyi_l2_radius
+from art_stn.confidence import TopTwoBounds, abstain_pvalue, top_two_bounds
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TopTwoBounds",
+    "__version__",
+    "abstain_pvalue",
+    "cohen_l2_radius",
+    "laplace_l1_radius",
+    "pixeldp_l2_radius",
+    "renyi_l2_radius",
+    "top_two_bounds",
+]

@@ -1,0 +1,49 @@
+"""The command-line entry point, the examples and the docs figure script run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_cli_version_and_help():
+    out = _run("-m", "art_stn", "--version")
+    assert out.returncode == 0 and "art-stn" in out.stdout
+    out = _run("-m", "art_stn", "--help")
+    assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_cli_unknown_command_fails_clearly():
+    out = _run("-m", "art_stn", "frobnicate")
+    assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_example_certificates_from_counts():
+    out = _run(str(ROOT / "examples" / "certificates_from_counts.py"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 4 and "abstain" not in lines[1]
+
+
+def test_figure5_script_writes_png(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    assert matplotlib
+    out = tmp_path / "fig.png"
+    res = _run(str(ROOT / "docs" / "scripts" / "figure5.py"), str(out))
+    assert res.returncode == 0, res.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
+
+
+def test_bounds_benchmark_runs():
+    out = _run(str(ROOT / "benchmarks" / "bounds_speed.py"), "1000")
+    assert out.returncode == 0, out.stderr
+    assert "renyi_l2_radius" in out.stdout
