@@ -6,11 +6,16 @@ Adversarial Robustness Toolbox (ART).
 """
 
 from art_stn.bounds import cohen_l2_radius, laplace_l1_radius, pixeldp_l2_radius, renyi_l2_radius
+from art_stn.classifier import CertifyReport, STNClassifier
 from art_stn.confidence import TopTwoBounds, abstain_pvalue, top_two_bounds
+from art_stn.trainer import STNTrainer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CertifyReport",
+    "STNClassifier",
+    "STNTrainer",
     "TopTwoBounds",
     "__version__",
     "abstain_pvalue",

@@ -47,3 +47,11 @@ def test_bounds_benchmark_runs():
     out = _run(str(ROOT / "benchmarks" / "bounds_speed.py"), "1000")
     assert out.returncode == 0, out.stderr
     assert "renyi_l2_radius" in out.stdout
+
+
+def test_certify_throughput_benchmark_runs():
+    out = _run(
+        str(ROOT / "benchmarks" / "certify_throughput.py"), "--quick", "--device", "cpu", "--models", "digits-cnn"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "digits-cnn" in out.stdout and "ratio" in out.stdout

@@ -1,0 +1,757 @@
+"""
+`STNClassifier`: a smoothed PyTorch classifier for ART with Renyi-divergence (Gaussian, L2) and Laplace (L1)
+certificates, noise-averaged gradients for ART's attacks, and device-side Monte Carlo sampling.
+
+| Paper link: https://arxiv.org/abs/1809.03113 (Li, Wang, Chen, Carin, NeurIPS 2019)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from art.estimators.certification.randomized_smoothing.randomized_smoothing import RandomizedSmoothingMixin
+from art.estimators.classification.pytorch import PyTorchClassifier
+from tqdm.auto import tqdm
+
+from art_stn.bounds import cohen_l2_radius, laplace_l1_radius, pixeldp_l2_radius, renyi_l2_radius
+from art_stn.confidence import abstain_pvalue, check_alpha, top_two_bounds
+from art_stn.noise import check_noise, fill_noise, stream_key
+
+if TYPE_CHECKING:
+    from art.defences.postprocessor import Postprocessor
+    from art.defences.preprocessor import Preprocessor
+    from art.utils import CLIP_VALUES_TYPE, PREPROCESSING_TYPE
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BOUNDS", "CertifyReport", "STNClassifier"]
+
+#: The bounds that apply to each kind of noise (the first is the default).
+BOUNDS: dict[str, tuple[str, ...]] = {"gaussian": ("renyi", "cohen", "pixeldp"), "laplace": ("laplace",)}
+_RADIUS_FUNCTIONS = {
+    "renyi": renyi_l2_radius,
+    "cohen": cohen_l2_radius,
+    "pixeldp": pixeldp_l2_radius,
+    "laplace": laplace_l1_radius,
+}
+# Upper limit on the floats of clean inputs moved to the device at once.
+_MAX_CHUNK_FLOATS = 1 << 25
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    """
+    Validate an integer argument.
+
+    :param value: The value.
+    :param name: The argument's name, for the error message.
+    :param minimum: The smallest allowed value.
+    :return: The value as an int.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an integer; got {type(value).__name__}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}; got {value}.")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class CertifyReport:
+    """
+    The full record of a certification: counts, bounds and the radius under every bound that applies to the noise.
+
+    :param prediction: Certified class per input, -1 where abstained.
+    :param radius: Radius under the classifier's configured bound (0 where abstained).
+    :param top: Selected top class per input (from the `n0` samples when `n0 > 0`).
+    :param counts: Class counts of the `n` estimation samples, shape `(N, nb_classes)`.
+    :param n: Number of estimation samples per input.
+    :param n0: Number of selection samples per input (0: the top class is chosen from the `n` samples).
+    :param alpha: Failure probability of each certificate.
+    :param p1_lower: Lower confidence bound on the top-class probability.
+    :param p2_upper: Upper confidence bound on the runner-up probability.
+    :param radii: Radius per bound name (`renyi`, `cohen`, `pixeldp` for Gaussian noise, `laplace` for Laplace).
+    :param bound: The configured bound, whose radius is `radius`.
+    :param norm: The norm of the radii: 2 (Gaussian) or 1 (Laplace).
+    """
+
+    prediction: np.ndarray
+    radius: np.ndarray
+    top: np.ndarray
+    counts: np.ndarray
+    n: int
+    n0: int
+    alpha: float
+    p1_lower: np.ndarray
+    p2_upper: np.ndarray
+    radii: dict[str, np.ndarray] = field(default_factory=dict)
+    bound: str = "renyi"
+    norm: int = 2
+
+    @property
+    def certified(self) -> np.ndarray:
+        """
+        Boolean mask of inputs with a certificate (`prediction != -1`).
+        """
+        return self.prediction >= 0
+
+
+class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
+    """
+    Smoothed classifier with additive Gaussian or Laplace noise and certified radii (Li et al. 2019).
+
+    It is a drop-in for ART's `PyTorchRandomizedSmoothing`: `predict` is the smoothed classifier (class frequencies
+    of `sample_size` noisy copies, zero rows where the binomial test abstains), `certify` returns ART's
+    `(prediction, radius)` and `loss_gradient` / `class_gradient` average over the noise (expectation over
+    transformation), so ART's attacks run against the smoothed classifier unchanged.
+
+    All sampling runs on the estimator's device: noise is drawn there, noisy copies of several inputs share a
+    batch, class counts accumulate there, and only the counts cross to the host. Noise is added in input space
+    (before ART's `preprocessing`), and noisy copies are not clipped (as in ART and Cohen et al.); `clip_values`
+    bounds the adversarial examples of attacks.
+
+    With `seed` set, each example's noise comes from its own stream, keyed by the seed and the example's index
+    (`indices` of `certify`, default its position), so certificates do not depend on how examples are batched.
+
+    | Paper link: https://arxiv.org/abs/1809.03113
+    """
+
+    estimator_params = PyTorchClassifier.estimator_params + [
+        "sample_size",
+        "scale",
+        "alpha",
+        "noise",
+        "bound",
+        "n0",
+        "eot_samples",
+        "seed",
+    ]
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss: torch.nn.modules.loss._Loss,
+        input_shape: tuple[int, ...],
+        nb_classes: int,
+        optimizer: torch.optim.Optimizer | None = None,
+        channels_first: bool = True,
+        clip_values: CLIP_VALUES_TYPE | None = None,
+        preprocessing_defences: Preprocessor | list[Preprocessor] | None = None,
+        postprocessing_defences: Postprocessor | list[Postprocessor] | None = None,
+        preprocessing: PREPROCESSING_TYPE = (0.0, 1.0),
+        device_type: str = "gpu",
+        noise: str = "gaussian",
+        scale: float = 0.25,
+        sample_size: int = 100,
+        alpha: float = 0.001,
+        bound: str | None = None,
+        n0: int = 100,
+        eot_samples: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """
+        Create a smoothed classifier.
+
+        :param model: PyTorch model returning logits (or any scores whose argmax is the class).
+        :param loss: The loss for `loss_gradient` and training, e.g. `torch.nn.CrossEntropyLoss()`.
+        :param input_shape: The shape of one input, e.g. `(1, 28, 28)`.
+        :param nb_classes: The number of classes; the model's output width must equal it.
+        :param optimizer: The optimizer used for training.
+        :param channels_first: Set channels first or last.
+        :param clip_values: `(min, max)` of the input features; bounds adversarial examples.
+        :param preprocessing_defences: ART preprocessing defence(s), PyTorch-framework ones only (they run on the
+               device after the noise is added).
+        :param postprocessing_defences: ART postprocessing defence(s).
+        :param preprocessing: `(subtrahend, divisor)` applied after the noise, as in ART.
+        :param device_type: `"gpu"` (CUDA if available) or `"cpu"`.
+        :param noise: `"gaussian"` (L2 certificates) or `"laplace"` (L1 certificate).
+        :param scale: Standard deviation sigma of the Gaussian noise, or scale lambda of the Laplace noise, > 0.
+        :param sample_size: Number of noisy copies per input in `predict` (Algorithm 1), >= 1.
+        :param alpha: Failure probability of certificates and of the abstain test, in (0, 1).
+        :param bound: The certificate reported by `certify`: `"renyi"` (the paper, default for Gaussian),
+               `"cohen"` or `"pixeldp"` for Gaussian noise, `"laplace"` (default and only choice) for Laplace noise.
+        :param n0: Number of separate samples that select the top class in `certify` (Cohen et al.'s protocol);
+               0 selects it from the `n` estimation samples (the paper's protocol).
+        :param eot_samples: Noise draws averaged in `loss_gradient` / `class_gradient` (default `sample_size`).
+        :param seed: Seed of the noise; None draws fresh randomness.
+        """
+        super().__init__(
+            model=model,
+            loss=loss,
+            input_shape=input_shape,
+            nb_classes=nb_classes,
+            optimizer=optimizer,
+            channels_first=channels_first,
+            clip_values=clip_values,
+            preprocessing_defences=preprocessing_defences,
+            postprocessing_defences=postprocessing_defences,
+            preprocessing=preprocessing,
+            device_type=device_type,
+            sample_size=sample_size,
+            scale=scale,
+            alpha=alpha,
+        )
+        self.noise = noise
+        self.bound = BOUNDS.get(noise, ("renyi",))[0] if bound is None else bound
+        self.n0 = n0
+        self.eot_samples = eot_samples
+        self.seed = seed
+        self._generators: dict[str, torch.Generator] = {}
+        self._stream_generator: torch.Generator | None = None
+        self._check_params()
+
+    # ------------------------------------------------------------------------------------------------ parameters
+    def _check_params(self) -> None:
+        """
+        Validate the smoothing parameters (called on construction and by `set_params`).
+        """
+        super()._check_params()
+        if not hasattr(self, "seed"):  # during PyTorchClassifier.__init__
+            return
+        check_noise(self.noise)
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float, np.integer, np.floating)):
+            raise TypeError(f"`scale` must be a positive float; got {type(self.scale).__name__}.")
+        if not math.isfinite(self.scale) or self.scale <= 0:
+            raise ValueError(f"`scale` must be finite and > 0; got {self.scale!r}.")
+        self.sample_size = _check_int(self.sample_size, "sample_size", 1)
+        self.alpha = check_alpha(self.alpha)
+        if self.bound not in BOUNDS[self.noise]:
+            raise ValueError(f"`bound` must be one of {BOUNDS[self.noise]} for {self.noise} noise; got {self.bound!r}.")
+        self.n0 = _check_int(self.n0, "n0", 0)
+        if self.eot_samples is not None:
+            self.eot_samples = _check_int(self.eot_samples, "eot_samples", 1)
+        if self.seed is not None:
+            self.seed = _check_int(self.seed, "seed", 0)
+        if self.nb_classes < 2:
+            raise ValueError(f"`nb_classes` must be >= 2; got {self.nb_classes}.")
+        if not self.all_framework_preprocessing:
+            raise ValueError(
+                "`preprocessing_defences` must all be PyTorch-framework defences (with `forward`): the noise is "
+                "drawn and the preprocessing applied on the device."
+            )
+        self._generators = {}
+        self._stream_generator = None
+
+    @property
+    def norm(self) -> int:
+        """
+        The norm of the certified radius: 2 for Gaussian noise, 1 for Laplace noise.
+        """
+        return 2 if self.noise == "gaussian" else 1
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _generator(self) -> torch.Generator:
+        """
+        The sequential generator on the estimator's device (seeded with `seed` on first use, else at random).
+
+        :return: The generator.
+        """
+        key = str(self._device)
+        if key not in self._generators:
+            gen = torch.Generator(device=self._device)
+            if self.seed is None:
+                gen.seed()
+            else:
+                gen.manual_seed(self.seed)
+            self._generators[key] = gen
+        return self._generators[key]
+
+    def _check_x(self, x: np.ndarray | torch.Tensor, name: str = "x") -> torch.Tensor:
+        """
+        Validate inputs and return them as a float32 tensor (on the host for numpy input).
+
+        :param x: Inputs of shape `(N, *input_shape)`.
+        :param name: The argument's name, for the error message.
+        :return: The inputs as a tensor.
+        """
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        if isinstance(x, torch.Tensor):
+            if not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int32, torch.int64)):
+                raise TypeError(f"`{name}` must hold real numbers; got dtype {x.dtype}.")
+            x_t = x.detach().float()
+        elif isinstance(x, np.ndarray):
+            if x.dtype.kind not in "fiu":
+                raise TypeError(f"`{name}` must be a numeric array; got dtype {x.dtype}.")
+            x_t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        else:
+            raise TypeError(f"`{name}` must be a numpy array or torch tensor; got {type(x).__name__}.")
+        expected = tuple(self.input_shape)
+        if x_t.ndim != len(expected) + 1 or tuple(x_t.shape[1:]) != expected:
+            raise ValueError(
+                f"`{name}` must have shape (N, {', '.join(map(str, expected))}) (input_shape={expected}, "
+                f"channels_first={self.channels_first}); got {tuple(x_t.shape)}."
+            )
+        if x_t.shape[0] == 0:
+            raise ValueError(f"`{name}` is empty: pass at least one input.")
+        if not torch.isfinite(x_t).all():
+            raise ValueError(f"`{name}` contains NaN or inf.")
+        return x_t
+
+    def _labels(self, y: np.ndarray | torch.Tensor | None, n: int, name: str = "y") -> torch.Tensor:
+        """
+        Validate labels (indices or one-hot) and return class indices on the device.
+
+        :param y: Labels of shape `(N,)` or `(N, nb_classes)`.
+        :param n: The number of inputs.
+        :param name: The argument's name, for the error message.
+        :return: Class indices, int64, on the device.
+        """
+        y_np = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+        if y_np.ndim == 2 and y_np.shape[1] == self.nb_classes:
+            y_np = np.argmax(y_np, axis=1)
+        if y_np.shape != (n,) or (y_np.dtype.kind not in "iu" and not np.all(np.mod(y_np, 1) == 0)):
+            raise ValueError(f"`{name}` must be {n} class indices or one-hot rows of width {self.nb_classes}.")
+        if ((y_np < 0) | (y_np >= self.nb_classes)).any():
+            raise ValueError(f"`{name}` holds a label outside [0, {self.nb_classes}).")
+        return torch.as_tensor(y_np.astype(np.int64), device=self._device)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        ART preprocessing then the model, on a device tensor; checks the output width.
+
+        :param x: Inputs on the device (noise already added).
+        :return: The model's outputs, shape `(B, nb_classes)`.
+        """
+        x_pre, _ = self._apply_preprocessing(x, y=None, fit=False, no_grad=not torch.is_grad_enabled())
+        out = self._model(x_pre)[-1]
+        if out.ndim != 2 or out.shape[1] != self.nb_classes:
+            raise ValueError(
+                f"the model's output has shape {tuple(out.shape)}, but nb_classes={self.nb_classes}: its output "
+                "width must equal `nb_classes`."
+            )
+        return out
+
+    def _chunks(self, n_inputs: int) -> list[tuple[int, int]]:
+        """
+        Split input indices into chunks small enough to move to the device at once.
+
+        :param n_inputs: Number of inputs.
+        :return: `(start, end)` pairs.
+        """
+        per = max(1, _MAX_CHUNK_FLOATS // max(1, int(np.prod(self.input_shape))))
+        return [(s, min(s + per, n_inputs)) for s in range(0, n_inputs, per)]
+
+    @torch.no_grad()
+    def _sample_counts(
+        self,
+        x: torch.Tensor,
+        n: int,
+        batch_size: int,
+        indices: np.ndarray | None = None,
+        purpose: int = 1,
+        progress: tqdm | None = None,
+    ) -> np.ndarray:
+        """
+        Class counts of `n` noisy copies of every input: the Monte Carlo core of predict and certify.
+
+        Work is cut into blocks of `min(n, batch_size)` copies of one example; a batch holds as many whole blocks
+        as fit in `batch_size`, so copies of several examples share a model call when `n < batch_size`. Noise is
+        drawn on the device (from one stream per block when `seed` is set), counts accumulate on the device and
+        only they are copied back.
+
+        :param x: Clean inputs, shape `(N, *input_shape)`, on any device.
+        :param n: Noisy copies per input.
+        :param batch_size: Noisy copies per model call.
+        :param indices: Global example indices keying the noise streams (default: positions in `x`).
+        :param purpose: 0 for top-class selection samples, 1 for estimation samples (separate streams).
+        :param progress: Optional tqdm bar, advanced by the number of inputs finished.
+        :return: Counts of shape `(N, nb_classes)`, int64.
+        """
+        self._model.eval()
+        k = self.nb_classes
+        device = self._device
+        block = min(n, batch_size)
+        blocks_per_example = -(-n // block)
+        blocks_per_batch = max(1, batch_size // block)
+        seeded = self.seed is not None
+        if indices is None:
+            indices = np.arange(x.shape[0])
+        shared = None if seeded else self._generator()
+        stream = self._stream_gen() if seeded else None
+        counts_all = np.zeros((x.shape[0], k), dtype=np.int64)
+        for start, end in self._chunks(x.shape[0]):
+            x_dev = x[start:end].to(device, non_blocking=True)
+            counts = torch.zeros((end - start) * k, dtype=torch.int64, device=device)
+            n_blocks = (end - start) * blocks_per_example
+            for b0 in range(0, n_blocks, blocks_per_batch):
+                blocks = np.arange(b0, min(b0 + blocks_per_batch, n_blocks))
+                example = blocks // blocks_per_example
+                inner = blocks % blocks_per_example
+                sizes = np.minimum(block, n - inner * block)
+                example_of_copy = torch.from_numpy(np.repeat(example, sizes)).to(device, non_blocking=True)
+                batch = torch.empty((int(sizes.sum()), *x.shape[1:]), device=device)
+                if seeded:
+                    offset = 0
+                    for ex, blk, size in zip(example, inner, sizes, strict=True):
+                        stream.manual_seed(stream_key(self.seed, purpose, int(indices[start + ex]), int(blk)))
+                        fill_noise(batch[offset : offset + size], self.noise, float(self.scale), stream)
+                        offset += size
+                else:
+                    fill_noise(batch, self.noise, float(self.scale), shared)
+                batch += x_dev.index_select(0, example_of_copy)
+                pred = self._logits(batch).argmax(dim=1)
+                counts.scatter_add_(0, example_of_copy * k + pred, torch.ones_like(pred))
+                if progress is not None:
+                    done = int(np.sum(inner + 1 == blocks_per_example))
+                    if done:
+                        progress.update(done)
+            counts_all[start:end] = counts.view(end - start, k).cpu().numpy()
+        return counts_all
+
+    def _stream_gen(self) -> torch.Generator:
+        """
+        The generator reseeded per block of noise when `seed` is set.
+
+        :return: The generator, on the estimator's device.
+        """
+        if self._stream_generator is None or self._stream_generator.device != torch.device(self._device):
+            self._stream_generator = torch.Generator(device=self._device)
+        return self._stream_generator
+
+    # ------------------------------------------------------------------------------------------------ prediction
+    def predict(  # type: ignore[override]
+        self,
+        x: np.ndarray | torch.Tensor,
+        batch_size: int = 1024,
+        verbose: bool = False,
+        is_abstain: bool = True,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """
+        The smoothed classifier (Algorithm 1 of Li et al.): class frequencies of `sample_size` noisy copies.
+
+        :param x: Inputs of shape `(N, *input_shape)`.
+        :param batch_size: Noisy copies per model call.
+        :param verbose: Show a progress bar.
+        :param is_abstain: Return a zero row where the two-sided binomial test of the top two counts does not reach
+               `alpha` (Cohen et al.'s PREDICT); `False` always returns the frequencies.
+        :param kwargs: ART's extra keyword arguments (e.g. `logits=True`, `training_mode`), accepted and ignored.
+        :return: Array of shape `(N, nb_classes)`, rows summing to 1 (or 0 where abstained), float32.
+        """
+        if not isinstance(is_abstain, bool):
+            raise TypeError("`is_abstain` must be a bool.")
+        batch_size = _check_int(batch_size, "batch_size", 1)
+        x_t = self._check_x(x)
+        with tqdm(total=x_t.shape[0], desc="smoothed predict", unit="input", disable=not verbose) as bar:
+            counts = self._sample_counts(x_t, self.sample_size, batch_size, progress=bar)
+        freq = counts / float(self.sample_size)
+        if is_abstain:
+            sorted_counts = np.sort(counts, axis=1)
+            abstain = abstain_pvalue(sorted_counts[:, -1], sorted_counts[:, -2]) > self.alpha
+            freq[abstain] = 0.0
+            if abstain.any():
+                logger.info("%d of %d prediction(s) abstained.", int(abstain.sum()), len(abstain))
+        return freq.astype(np.float32)
+
+    def certify_report(
+        self,
+        x: np.ndarray | torch.Tensor,
+        n: int,
+        batch_size: int = 1024,
+        n0: int | None = None,
+        alpha: float | None = None,
+        indices: np.ndarray | None = None,
+        verbose: bool = False,
+    ) -> CertifyReport:
+        """
+        Certify inputs and report counts, confidence bounds and the radius under every bound for the noise.
+
+        With `n0 > 0` the top class is the most frequent in `n0` separate noisy copies (Cohen et al.); otherwise the
+        most frequent of the `n` estimation copies (the paper). `p1_lower` and `p2_upper` are one-sided
+        Clopper-Pearson bounds at `alpha / 2` each; an input is certified when `p1_lower > p2_upper`.
+
+        :param x: Inputs of shape `(N, *input_shape)`.
+        :param n: Number of noisy copies per input for the estimation, >= 1.
+        :param batch_size: Noisy copies per model call.
+        :param n0: Selection copies per input (default: the classifier's `n0`).
+        :param alpha: Failure probability (default: the classifier's `alpha`).
+        :param indices: Global example indices that key the noise streams when `seed` is set (default: positions).
+        :param verbose: Show a progress bar.
+        :return: The :class:`CertifyReport`.
+        """
+        n = _check_int(n, "n", 1)
+        n0 = self.n0 if n0 is None else _check_int(n0, "n0", 0)
+        alpha = self.alpha if alpha is None else check_alpha(alpha)
+        batch_size = _check_int(batch_size, "batch_size", 1)
+        x_t = self._check_x(x)
+        if indices is not None:
+            indices = np.asarray(indices, dtype=np.int64)
+            if indices.shape != (x_t.shape[0],):
+                raise ValueError(f"`indices` must have shape ({x_t.shape[0]},); got {indices.shape}.")
+        passes = 2 if n0 > 0 else 1
+        with tqdm(total=passes * x_t.shape[0], desc="certify", unit="input", disable=not verbose) as bar:
+            top = None
+            if n0 > 0:
+                top = np.argmax(self._sample_counts(x_t, n0, batch_size, indices, purpose=0, progress=bar), axis=1)
+            counts = self._sample_counts(x_t, n, batch_size, indices, purpose=1, progress=bar)
+        bounds = top_two_bounds(counts, alpha, top=top)
+        ok = bounds.certified
+        radii = {}
+        for name in BOUNDS[self.noise]:
+            r = np.zeros(len(ok))
+            if ok.any():
+                r[ok] = _RADIUS_FUNCTIONS[name](bounds.p1_lower[ok], bounds.p2_upper[ok], float(self.scale))
+            radii[name] = r
+        return CertifyReport(
+            prediction=np.where(ok, bounds.top, -1),
+            radius=radii[self.bound],
+            top=bounds.top,
+            counts=counts,
+            n=n,
+            n0=n0,
+            alpha=alpha,
+            p1_lower=bounds.p1_lower,
+            p2_upper=bounds.p2_upper,
+            radii=radii,
+            bound=self.bound,
+            norm=self.norm,
+        )
+
+    def certify(  # type: ignore[override]
+        self, x: np.ndarray | torch.Tensor, n: int, batch_size: int = 1024, **kwargs: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Certified prediction and radius, as ART's `RandomizedSmoothingMixin.certify`: prediction -1 and radius 0
+        where the classifier abstains. The radius is under the configured `bound` (L2 for Gaussian noise, L1 for
+        Laplace noise).
+
+        :param x: Inputs of shape `(N, *input_shape)`.
+        :param n: Number of noisy copies per input for the estimation.
+        :param batch_size: Noisy copies per model call.
+        :param kwargs: Passed to :meth:`certify_report` (`n0`, `alpha`, `indices`, `verbose`).
+        :return: `(prediction, radius)`: int64 classes (-1 = abstain) and float64 radii.
+        """
+        report = self.certify_report(x, n, batch_size=batch_size, **kwargs)
+        return report.prediction, report.radius
+
+    # ------------------------------------------------------------------------------------------------ gradients
+    def _eot(self) -> int:
+        """
+        :return: The number of noise draws averaged by the gradients.
+        """
+        return self.eot_samples if self.eot_samples is not None else self.sample_size
+
+    def _noisy_copies(self, x_grad: torch.Tensor, draws: int) -> torch.Tensor:
+        """
+        `draws` noisy copies of each input, differentiable with respect to `x_grad`.
+
+        :param x_grad: Inputs on the device, shape `(m, *input_shape)`.
+        :param draws: Copies per input.
+        :return: Tensor of shape `(m * draws, *input_shape)`, copies of one input contiguous.
+        """
+        rep = x_grad.repeat_interleave(draws, dim=0)
+        noise = torch.empty_like(rep)
+        fill_noise(noise, self.noise, float(self.scale), self._generator())
+        return rep + noise
+
+    def _gradient_chunks(self, n_inputs: int, draws: int, batch_size: int) -> list[tuple[int, int]]:
+        """
+        :param n_inputs: Number of inputs.
+        :param draws: Noisy copies per input.
+        :param batch_size: Noisy copies per backward pass.
+        :return: `(start, end)` pairs of inputs per backward pass.
+        """
+        per = max(1, batch_size // draws)
+        return [(s, min(s + per, n_inputs)) for s in range(0, n_inputs, per)]
+
+    def loss_gradient(  # type: ignore[override]
+        self,
+        x: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor,
+        training_mode: bool = False,
+        batch_size: int = 1024,
+        **kwargs: Any,
+    ) -> np.ndarray | torch.Tensor:
+        """
+        Noise-averaged gradient of the loss (expectation over transformation): `mean_i grad_x L(f(x + r_i), y)`
+        over `eot_samples` draws, in one batched backward pass per chunk of inputs.
+
+        The scaling follows ART's `PyTorchClassifier.loss_gradient` for the same loss (with a `mean` reduction the
+        gradient of each input carries the factor `1/N`), averaged over the noise.
+
+        :param x: Inputs, numpy array or torch tensor (ART's PyTorch attacks pass tensors).
+        :param y: Labels, indices or one-hot.
+        :param training_mode: Run the model in training mode.
+        :param batch_size: Noisy copies per backward pass.
+        :param kwargs: Ignored extra keyword arguments.
+        :return: Gradients of the shape of `x`, of the same kind (numpy or tensor on the same device).
+        """
+        x_t = self._check_x(x)
+        labels = self._labels(y, x_t.shape[0])
+        draws = self._eot()
+        reduction = getattr(self._loss, "reduction", "mean")
+        self._model.train(mode=training_mode)
+        grads = torch.empty_like(x_t)
+        total = x_t.shape[0]
+        for start, end in self._gradient_chunks(total, draws, batch_size):
+            x_grad = x_t[start:end].to(self._device).requires_grad_(True)
+            logits = self._logits(self._noisy_copies(x_grad, draws))
+            loss = self._loss(logits, labels[start:end].repeat_interleave(draws))
+            if loss.ndim:
+                loss = loss.sum()
+            self._model.zero_grad()
+            (g,) = torch.autograd.grad(loss, x_grad)
+            scale = (end - start) / total if reduction == "mean" else 1.0 / draws
+            grads[start:end] = (g * scale).detach().to(grads.device)
+        if isinstance(x, torch.Tensor):
+            return grads.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+        return grads.numpy()
+
+    def class_gradient(  # type: ignore[override]
+        self,
+        x: np.ndarray | torch.Tensor,
+        label: int | list[int] | np.ndarray | None = None,
+        training_mode: bool = False,
+        batch_size: int = 1024,
+        **kwargs: Any,
+    ) -> np.ndarray | torch.Tensor:
+        """
+        Gradient of the noise-averaged softmax `s_c(x) = mean_i softmax(f(x + r_i))_c` with respect to `x`.
+
+        :param x: Inputs, numpy array or torch tensor.
+        :param label: None for all classes, an int for one class of every input, or one class per input.
+        :param training_mode: Run the model in training mode.
+        :param batch_size: Noisy copies per backward pass.
+        :param kwargs: Ignored extra keyword arguments.
+        :return: Shape `(N, nb_classes, *input_shape)` for `label=None`, else `(N, 1, *input_shape)`; numpy or
+                 tensor as `x`.
+        """
+        x_t = self._check_x(x)
+        n_inputs = x_t.shape[0]
+        if label is None:
+            classes = None
+        elif isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+            if not 0 <= int(label) < self.nb_classes:
+                raise ValueError(f"`label` must lie in [0, {self.nb_classes}); got {label}.")
+            classes = torch.full((n_inputs,), int(label), dtype=torch.int64, device=self._device)
+        else:
+            classes = self._labels(np.asarray(label), n_inputs, name="label")
+        draws = self._eot()
+        self._model.train(mode=training_mode)
+        width = self.nb_classes if classes is None else 1
+        grads = torch.empty((n_inputs, width, *x_t.shape[1:]))
+        for start, end in self._gradient_chunks(n_inputs, draws, batch_size):
+            x_grad = x_t[start:end].to(self._device).requires_grad_(True)
+            probs = torch.softmax(self._logits(self._noisy_copies(x_grad, draws)), dim=1)
+            smoothed = probs.view(end - start, draws, self.nb_classes).mean(dim=1)
+            if classes is None:
+                for c in range(self.nb_classes):
+                    (g,) = torch.autograd.grad(smoothed[:, c].sum(), x_grad, retain_graph=c < self.nb_classes - 1)
+                    grads[start:end, c] = g.detach().cpu()
+            else:
+                picked = smoothed.gather(1, classes[start:end, None]).sum()
+                (g,) = torch.autograd.grad(picked, x_grad)
+                grads[start:end, 0] = g.detach().cpu()
+        if isinstance(x, torch.Tensor):
+            return grads.to(x.device)
+        return grads.numpy()
+
+    # ------------------------------------------------------------------------------------------------ training
+    def fit(  # type: ignore[override]
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int = 128,
+        nb_epochs: int = 10,
+        gamma: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Train the base classifier under the classifier's noise. `gamma=0` (the default, as ART's
+        `PyTorchRandomizedSmoothing.fit`) trains on noisy inputs (Gaussian augmentation); `gamma > 0` is stability
+        training. Both run through :class:`art_stn.STNTrainer`.
+
+        :param x: Training inputs.
+        :param y: Labels, indices or one-hot.
+        :param batch_size: Batch size.
+        :param nb_epochs: Number of epochs.
+        :param gamma: Weight of the stability term.
+        :param kwargs: Passed to :meth:`art_stn.STNTrainer.fit` (`validation_data`, `scheduler`, `verbose`, ...).
+        """
+        from art_stn.trainer import STNTrainer
+
+        STNTrainer(self, gamma=gamma).fit(x, y, nb_epochs=nb_epochs, batch_size=batch_size, **kwargs)
+
+    def _fit_classifier(self, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int, **kwargs: Any) -> None:
+        """
+        ART's hook for `fit`; see :meth:`fit`.
+
+        :param x: Training inputs.
+        :param y: Labels.
+        :param batch_size: Batch size.
+        :param nb_epochs: Number of epochs.
+        :param kwargs: Passed to :meth:`fit`.
+        """
+        self.fit(x, y, batch_size=batch_size, nb_epochs=nb_epochs, **kwargs)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        model: torch.nn.Module,
+        loss: torch.nn.modules.loss._Loss | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        device_type: str = "gpu",
+        **kwargs: Any,
+    ) -> STNClassifier:
+        """
+        Restore a classifier from a checkpoint written by :class:`art_stn.STNTrainer` (or :meth:`save_checkpoint`),
+        loaded with `torch.load(..., weights_only=True)`.
+
+        :param path: The checkpoint file.
+        :param model: A model of the same architecture; its weights are replaced by the checkpoint's.
+        :param loss: The loss (default `torch.nn.CrossEntropyLoss()`).
+        :param optimizer: Optional optimizer over `model`'s parameters (its state is not restored here; the trainer's
+               `resume_from` does that).
+        :param device_type: `"gpu"` or `"cpu"`.
+        :param kwargs: Overrides of the stored smoothing settings (e.g. `sample_size=1000`) or other constructor
+               arguments (`preprocessing`, ...).
+        :return: The classifier.
+        :raises FileNotFoundError: if `path` does not exist.
+        :raises ValueError: if the file is not an art-stn checkpoint or does not fit `model`.
+        """
+        from art_stn.trainer import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        try:
+            model.load_state_dict(ckpt["model_state"])
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint {path} does not fit the given model: {err}") from err
+        settings = dict(ckpt["smoothing"])
+        settings["input_shape"] = tuple(settings["input_shape"])
+        clip = settings.pop("clip_values", None)
+        settings["clip_values"] = None if clip is None else tuple(clip)
+        settings.update(kwargs)
+        return cls(
+            model=model,
+            loss=torch.nn.CrossEntropyLoss() if loss is None else loss,
+            optimizer=optimizer,
+            device_type=device_type,
+            **settings,
+        )
+
+    def smoothing_settings(self) -> dict[str, Any]:
+        """
+        The smoothing settings, as stored in checkpoints.
+
+        :return: A dict of plain values (noise, scale, sample_size, alpha, bound, n0, eot_samples, seed,
+                 input_shape, nb_classes, clip_values).
+        """
+        return {
+            "noise": self.noise,
+            "scale": float(self.scale),
+            "sample_size": int(self.sample_size),
+            "alpha": float(self.alpha),
+            "bound": self.bound,
+            "n0": int(self.n0),
+            "eot_samples": self.eot_samples,
+            "seed": self.seed,
+            "input_shape": list(self.input_shape),
+            "nb_classes": int(self.nb_classes),
+            "clip_values": None if self.clip_values is None else [float(v) for v in np.ravel(self.clip_values)[:2]],
+        }

@@ -1,0 +1,384 @@
+"""
+Stability Training with Noise (STN, Li et al. 2019): `CE(f(x), y) + gamma * CE(softmax(f(x)), f(x + r))`.
+
+| Paper link: https://arxiv.org/abs/1809.03113
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from art.defences.trainer.trainer import Trainer
+from tqdm.auto import tqdm
+
+from art_stn.classifier import STNClassifier
+from art_stn.noise import fill_noise
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["STNTrainer", "load_checkpoint"]
+
+CHECKPOINT_FORMAT = 1
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """
+    Load an art-stn checkpoint safely (`torch.load(..., weights_only=True)`).
+
+    :param path: The checkpoint file.
+    :return: The checkpoint dict (`model_state`, `smoothing`, `epoch`, `optimizer_state`, ...).
+    :raises FileNotFoundError: if the file does not exist.
+    :raises ValueError: if the file is not a readable art-stn checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, tampered or foreign pickles all land here
+        raise ValueError(f"{path} is not a readable checkpoint (loaded with weights_only=True): {err}") from err
+    if not isinstance(ckpt, dict) or "model_state" not in ckpt or "smoothing" not in ckpt:
+        raise ValueError(f"{path} is not an art-stn checkpoint (no model_state / smoothing settings).")
+    return ckpt
+
+
+class STNTrainer(Trainer):
+    """
+    Stability training of an :class:`~art_stn.STNClassifier`'s base model under the classifier's own noise.
+
+    Loss per batch: `CE(f(x), y) + gamma * CE(softmax(f(x)), f(x + r))`, with `r` the classifier's noise (its kind
+    and scale) drawn on the device. Gradients flow through both the clean and the noisy branch: the paper writes
+    the objective as one loss minimised over the weights (stability training of Zheng et al. 2016), with no
+    stop-gradient on the clean softmax, so none is added here. The clean and noisy batches go through the model in
+    one concatenated forward pass (two forwards' work, one backward).
+
+    `gamma=0` trains on noisy inputs only, `CE(f(x + r), y)` (Gaussian augmentation, Cohen et al.'s training and the
+    paper's ablation), through the same code path.
+
+    Each epoch draws its data order and noise from streams seeded by `(seed, epoch)`, so a run resumed from an
+    epoch checkpoint reproduces the unbroken run.
+    """
+
+    def __init__(self, classifier: STNClassifier, gamma: float = 1.0, seed: int = 0) -> None:
+        """
+        Create a trainer.
+
+        :param classifier: The smoothed classifier whose base model is trained; it needs an optimizer.
+        :param gamma: Weight of the stability term, >= 0; 0 is Gaussian augmentation.
+        :param seed: Seed of the data order and the training noise.
+        """
+        if not isinstance(classifier, STNClassifier):
+            raise TypeError(f"`classifier` must be an art_stn.STNClassifier; got {type(classifier).__name__}.")
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.integer, np.floating)):
+            raise TypeError("`gamma` must be a number >= 0.")
+        if not math.isfinite(gamma) or gamma < 0:
+            raise ValueError(f"`gamma` must be finite and >= 0; got {gamma!r}.")
+        if classifier.optimizer is None:
+            raise ValueError("the classifier has no optimizer: pass `optimizer=` to STNClassifier to train it.")
+        super().__init__(classifier)
+        self.gamma = float(gamma)
+        self.seed = int(seed)
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def classifier(self) -> STNClassifier:
+        """
+        The classifier being trained.
+        """
+        return self._classifier  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------------------------ pieces
+    def _labels(self, y: np.ndarray | torch.Tensor) -> np.ndarray:
+        """
+        Validate labels and return class indices.
+
+        :param y: Indices of shape `(N,)` or one-hot of shape `(N, nb_classes)`.
+        :return: Indices, int64.
+        """
+        y_np = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+        k = self.classifier.nb_classes
+        if y_np.ndim == 2:
+            if y_np.shape[1] != k:
+                raise ValueError(f"`y` one-hot rows must have width nb_classes={k}; got {y_np.shape[1]}.")
+            y_np = np.argmax(y_np, axis=1)
+        if y_np.ndim != 1:
+            raise ValueError(f"`y` must be class indices (N,) or one-hot (N, {k}); got shape {y_np.shape}.")
+        if y_np.dtype.kind == "f" and not np.all(np.mod(y_np, 1) == 0):
+            raise ValueError("`y` must hold integer class indices.")
+        if y_np.size and ((y_np < 0) | (y_np >= k)).any():
+            raise ValueError(f"`y` holds a label outside [0, {k}).")
+        return y_np.astype(np.int64)
+
+    def _noisy(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """
+        :param x: A batch on the device.
+        :param generator: The noise generator.
+        :return: `x + r` with the classifier's noise.
+        """
+        clf = self.classifier
+        return x + fill_noise(torch.empty_like(x), clf.noise, float(clf.scale), generator)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """
+        The training loss of one batch (the model must already be in the wanted mode).
+
+        :param x: Clean inputs on the device.
+        :param y: Class indices on the device.
+        :param generator: The noise generator.
+        :return: The scalar loss.
+        """
+        clf = self.classifier
+        noisy = self._noisy(x, generator)
+        if self.gamma == 0.0:
+            return torch.nn.functional.cross_entropy(clf._logits(noisy), y)
+        logits = clf._logits(torch.cat([x, noisy]))
+        clean, noisy_logits = logits[: len(x)], logits[len(x) :]
+        stability = -(torch.softmax(clean, dim=1) * torch.log_softmax(noisy_logits, dim=1)).sum(dim=1).mean()
+        return torch.nn.functional.cross_entropy(clean, y) + self.gamma * stability
+
+    def _generator(self, epoch: int, purpose: int) -> torch.Generator:
+        """
+        :param epoch: The epoch.
+        :param purpose: 0 for the data order (host), 1 for the noise (device), 2 for validation noise.
+        :return: A generator seeded by `(seed, epoch, purpose)`.
+        """
+        device = "cpu" if purpose == 0 else self.classifier.device
+        gen = torch.Generator(device=device)
+        gen.manual_seed((self.seed * 1_000_003 + epoch) * 7 + purpose)
+        return gen
+
+    @torch.no_grad()
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 512, epoch: int = 0) -> tuple[float, float]:
+        """
+        Accuracy of the base model on clean inputs and under one draw of the classifier's noise.
+
+        :param x: Inputs.
+        :param y: Labels, indices or one-hot.
+        :param batch_size: Batch size.
+        :param epoch: Seeds the noise (reproducible validation).
+        :return: `(clean_accuracy, noisy_accuracy)`.
+        """
+        clf = self.classifier
+        labels = torch.from_numpy(self._labels(y))
+        x_t = clf._check_x(x)
+        clf.model.eval()
+        gen = self._generator(epoch, 2)
+        clean = noisy = 0
+        for s in range(0, len(x_t), batch_size):
+            xb = x_t[s : s + batch_size].to(clf.device)
+            yb = labels[s : s + batch_size].to(clf.device)
+            clean += int((clf._logits(xb).argmax(1) == yb).sum())
+            noisy += int((clf._logits(self._noisy(xb, gen)).argmax(1) == yb).sum())
+        return clean / len(x_t), noisy / len(x_t)
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: str | Path, epoch: int, scheduler: Any = None) -> Path:
+        """
+        Write a checkpoint: model `state_dict`, smoothing settings, epoch, optimizer (and scheduler) state, history.
+
+        Written to a temporary file then renamed, so a killed run never leaves a half-written checkpoint.
+
+        :param path: Destination file.
+        :param epoch: The last completed epoch (0-based).
+        :param scheduler: Optional LR scheduler whose state is saved.
+        :return: The path.
+        """
+        clf = self.classifier
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ckpt = {
+            "format": CHECKPOINT_FORMAT,
+            "model_state": clf.model.state_dict(),
+            "smoothing": clf.smoothing_settings(),
+            "epoch": int(epoch),
+            "gamma": self.gamma,
+            "seed": self.seed,
+            "optimizer_state": clf.optimizer.state_dict(),
+            "scheduler_state": None if scheduler is None else scheduler.state_dict(),
+            "history": self.history,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(ckpt, tmp)
+        tmp.replace(path)
+        return path
+
+    def _resume(self, path: str | Path, scheduler: Any) -> int:
+        """
+        Restore model, optimizer, scheduler and history from a checkpoint.
+
+        :param path: The checkpoint.
+        :param scheduler: Optional LR scheduler to restore.
+        :return: The first epoch still to run.
+        """
+        clf = self.classifier
+        ckpt = load_checkpoint(path)
+        try:
+            clf.model.load_state_dict(ckpt["model_state"])
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint {path} does not fit this model: {err}") from err
+        if ckpt.get("optimizer_state") is not None:
+            clf.optimizer.load_state_dict(ckpt["optimizer_state"])
+        if scheduler is not None and ckpt.get("scheduler_state") is not None:
+            scheduler.load_state_dict(ckpt["scheduler_state"])
+        self.history = list(ckpt.get("history", []))
+        return int(ckpt["epoch"]) + 1
+
+    # ------------------------------------------------------------------------------------------------ training
+    def fit(  # type: ignore[override]
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        nb_epochs: int = 10,
+        batch_size: int = 128,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        scheduler: Any = None,
+        verbose: bool = True,
+        checkpoint: str | Path | None = None,
+        resume_from: str | Path | None = None,
+        **kwargs: Any,
+    ) -> list[dict[str, float]]:
+        """
+        Train on in-memory arrays.
+
+        :param x: Training inputs of shape `(N, *input_shape)`.
+        :param y: Labels, indices `(N,)` or one-hot `(N, nb_classes)`.
+        :param nb_epochs: Total number of epochs (a resumed run continues up to it).
+        :param batch_size: Batch size.
+        :param validation_data: Optional `(x_val, y_val)`: clean and noisy accuracy after every epoch.
+        :param scheduler: Optional LR scheduler, stepped after every epoch.
+        :param verbose: Show progress bars with the running loss.
+        :param checkpoint: Optional file written after every epoch.
+        :param resume_from: Optional checkpoint to continue from (its epoch + 1).
+        :param kwargs: Ignored (ART compatibility).
+        :return: The history: one dict per epoch (loss, accuracies, seconds).
+        """
+        clf = self.classifier
+        x_t = clf._check_x(x)
+        labels = torch.from_numpy(self._labels(y))
+        if len(labels) != len(x_t):
+            raise ValueError(f"`x` and `y` have different lengths: {len(x_t)} and {len(labels)}.")
+
+        def batches(epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+            order = torch.randperm(len(x_t), generator=self._generator(epoch, 0))
+            for s in range(0, len(order), batch_size):
+                idx = order[s : s + batch_size]
+                yield x_t[idx], labels[idx]
+
+        return self._train(
+            batches, -(-len(x_t) // batch_size), nb_epochs, validation_data, scheduler, verbose, checkpoint, resume_from
+        )
+
+    def fit_generator(  # type: ignore[override]
+        self,
+        generator: Any,
+        nb_epochs: int = 10,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        scheduler: Any = None,
+        verbose: bool = True,
+        checkpoint: str | Path | None = None,
+        resume_from: str | Path | None = None,
+        **kwargs: Any,
+    ) -> list[dict[str, float]]:
+        """
+        Train from a torch `DataLoader` (any iterable of `(x, y)` batches) or an ART `DataGenerator`, for data that
+        does not fit in memory.
+
+        :param generator: The data source.
+        :param nb_epochs: Total number of epochs.
+        :param validation_data: Optional `(x_val, y_val)` arrays.
+        :param scheduler: Optional LR scheduler, stepped after every epoch.
+        :param verbose: Show progress bars.
+        :param checkpoint: Optional file written after every epoch.
+        :param resume_from: Optional checkpoint to continue from.
+        :param kwargs: Ignored.
+        :return: The history.
+        """
+        from art.data_generators import DataGenerator
+
+        if isinstance(generator, DataGenerator):
+            steps = -(-generator.size // generator.batch_size) if generator.size else None
+
+            def batches(epoch: int) -> Iterable[tuple[Any, Any]]:
+                for _ in range(steps or 0):
+                    yield generator.get_batch()
+
+        elif isinstance(generator, Iterable):
+            steps = len(generator) if hasattr(generator, "__len__") else None
+
+            def batches(epoch: int) -> Iterable[tuple[Any, Any]]:
+                yield from generator
+
+        else:
+            raise TypeError("`generator` must be a torch DataLoader (iterable of (x, y)) or an ART DataGenerator.")
+        return self._train(batches, steps, nb_epochs, validation_data, scheduler, verbose, checkpoint, resume_from)
+
+    def _train(
+        self,
+        batches: Any,
+        steps: int | None,
+        nb_epochs: int,
+        validation_data: tuple[np.ndarray, np.ndarray] | None,
+        scheduler: Any,
+        verbose: bool,
+        checkpoint: str | Path | None,
+        resume_from: str | Path | None,
+    ) -> list[dict[str, float]]:
+        """
+        The epoch loop shared by `fit` and `fit_generator`.
+
+        :param batches: Callable `epoch -> iterable of (x, y)` batches.
+        :param steps: Batches per epoch, for the progress bar (None if unknown).
+        :param nb_epochs: Total number of epochs.
+        :param validation_data: Optional `(x_val, y_val)`.
+        :param scheduler: Optional LR scheduler.
+        :param verbose: Show progress bars.
+        :param checkpoint: Optional checkpoint file.
+        :param resume_from: Optional checkpoint to resume from.
+        :return: The history.
+        """
+        if isinstance(nb_epochs, bool) or not isinstance(nb_epochs, (int, np.integer)) or nb_epochs < 0:
+            raise ValueError(f"`nb_epochs` must be an integer >= 0; got {nb_epochs!r}.")
+        clf = self.classifier
+        start_epoch = self._resume(resume_from, scheduler) if resume_from is not None else 0
+        if resume_from is None:
+            self.history = []
+        for epoch in range(start_epoch, nb_epochs):
+            began = time.perf_counter()
+            clf.model.train()
+            noise_gen = self._generator(epoch, 1)
+            total, seen = 0.0, 0
+            bar = tqdm(
+                batches(epoch), total=steps, desc=f"epoch {epoch + 1}/{nb_epochs}", disable=not verbose, leave=False
+            )
+            for xb, yb in bar:
+                xb = clf._check_x(xb, name="x batch").to(clf.device)
+                yb = torch.from_numpy(self._labels(yb)).to(clf.device)
+                clf.optimizer.zero_grad(set_to_none=True)
+                loss = self.loss(xb, yb, noise_gen)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch + 1}.")
+                loss.backward()
+                clf.optimizer.step()
+                total += loss.item() * len(xb)
+                seen += len(xb)
+                bar.set_postfix(loss=f"{total / seen:.4f}")
+            bar.close()
+            if scheduler is not None:
+                scheduler.step()
+            record: dict[str, float] = {"epoch": epoch + 1, "loss": total / max(seen, 1)}
+            if validation_data is not None:
+                record["val_clean_acc"], record["val_noisy_acc"] = self.evaluate(*validation_data, epoch=epoch)
+            record["seconds"] = time.perf_counter() - began
+            self.history.append(record)
+            if verbose:
+                tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            if checkpoint is not None:
+                self.save_checkpoint(checkpoint, epoch, scheduler)
+        return self.history
