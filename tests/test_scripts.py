@@ -55,3 +55,10 @@ def test_certify_throughput_benchmark_runs():
     )
     assert out.returncode == 0, out.stderr
     assert "digits-cnn" in out.stdout and "ratio" in out.stdout
+
+
+@pytest.mark.slow
+def test_quickstart_example_runs():
+    out = _run(str(ROOT / "examples" / "quickstart.py"))
+    assert out.returncode == 0, out.stderr
+    assert "certified accuracy at L2 radius 0.25" in out.stdout and "under PGD" in out.stdout
