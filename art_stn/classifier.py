@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BOUNDS", "CertifyReport", "STNClassifier"]
+__all__ = ["BOUNDS", "CertifyReport", "STNClassifier", "check_labels"]
 
 #: The bounds that apply to each kind of noise (the first is the default).
 BOUNDS: dict[str, tuple[str, ...]] = {"gaussian": ("renyi", "cohen", "pixeldp"), "laplace": ("laplace",)}
@@ -58,6 +58,30 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}; got {value}.")
     return int(value)
+
+
+def check_labels(y: np.ndarray | torch.Tensor, nb_classes: int, name: str = "y") -> np.ndarray:
+    """
+    Validate labels given as class indices `(N,)` or one-hot rows `(N, nb_classes)`.
+
+    :param y: The labels (numpy array, torch tensor or sequence).
+    :param nb_classes: The number of classes.
+    :param name: The argument's name, for the error message.
+    :return: Class indices, int64.
+    :raises ValueError: on a wrong shape or width, non-integer indices, or a label outside `[0, nb_classes)`.
+    """
+    y_np = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if y_np.ndim == 2:
+        if y_np.shape[1] != nb_classes:
+            raise ValueError(f"`{name}` one-hot rows must have width nb_classes={nb_classes}; got {y_np.shape[1]}.")
+        y_np = np.argmax(y_np, axis=1)
+    if y_np.ndim != 1 or y_np.dtype.kind not in "iuf":
+        raise ValueError(f"`{name}` must be class indices (N,) or one-hot rows (N, {nb_classes}); got {y_np.shape}.")
+    if y_np.dtype.kind == "f" and not np.all(np.mod(y_np, 1) == 0):
+        raise ValueError(f"`{name}` must hold integer class indices.")
+    if y_np.size and ((y_np < 0) | (y_np >= nb_classes)).any():
+        raise ValueError(f"`{name}` holds a label outside [0, {nb_classes}).")
+    return y_np.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -292,23 +316,19 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
             raise ValueError(f"`{name}` contains NaN or inf.")
         return x_t
 
-    def _labels(self, y: np.ndarray | torch.Tensor | None, n: int, name: str = "y") -> torch.Tensor:
+    def _labels(self, y: np.ndarray | torch.Tensor, n: int | None = None, name: str = "y") -> torch.Tensor:
         """
         Validate labels (indices or one-hot) and return class indices on the device.
 
         :param y: Labels of shape `(N,)` or `(N, nb_classes)`.
-        :param n: The number of inputs.
+        :param n: The number of inputs they must match (None: any).
         :param name: The argument's name, for the error message.
         :return: Class indices, int64, on the device.
         """
-        y_np = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-        if y_np.ndim == 2 and y_np.shape[1] == self.nb_classes:
-            y_np = np.argmax(y_np, axis=1)
-        if y_np.shape != (n,) or (y_np.dtype.kind not in "iu" and not np.all(np.mod(y_np, 1) == 0)):
-            raise ValueError(f"`{name}` must be {n} class indices or one-hot rows of width {self.nb_classes}.")
-        if ((y_np < 0) | (y_np >= self.nb_classes)).any():
-            raise ValueError(f"`{name}` holds a label outside [0, {self.nb_classes}).")
-        return torch.as_tensor(y_np.astype(np.int64), device=self._device)
+        indices = check_labels(y, self.nb_classes, name=name)
+        if n is not None and len(indices) != n:
+            raise ValueError(f"`{name}` has {len(indices)} labels for {n} inputs.")
+        return torch.from_numpy(indices).to(self._device)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """

@@ -18,7 +18,7 @@ import torch
 from art.defences.trainer.trainer import Trainer
 from tqdm.auto import tqdm
 
-from art_stn.classifier import STNClassifier
+from art_stn.classifier import STNClassifier, check_labels
 from art_stn.noise import fill_noise
 
 logger = logging.getLogger(__name__)
@@ -95,27 +95,6 @@ class STNTrainer(Trainer):
         return self._classifier  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------------------------ pieces
-    def _labels(self, y: np.ndarray | torch.Tensor) -> np.ndarray:
-        """
-        Validate labels and return class indices.
-
-        :param y: Indices of shape `(N,)` or one-hot of shape `(N, nb_classes)`.
-        :return: Indices, int64.
-        """
-        y_np = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-        k = self.classifier.nb_classes
-        if y_np.ndim == 2:
-            if y_np.shape[1] != k:
-                raise ValueError(f"`y` one-hot rows must have width nb_classes={k}; got {y_np.shape[1]}.")
-            y_np = np.argmax(y_np, axis=1)
-        if y_np.ndim != 1:
-            raise ValueError(f"`y` must be class indices (N,) or one-hot (N, {k}); got shape {y_np.shape}.")
-        if y_np.dtype.kind == "f" and not np.all(np.mod(y_np, 1) == 0):
-            raise ValueError("`y` must hold integer class indices.")
-        if y_np.size and ((y_np < 0) | (y_np >= k)).any():
-            raise ValueError(f"`y` holds a label outside [0, {k}).")
-        return y_np.astype(np.int64)
-
     def _noisy(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """
         :param x: A batch on the device.
@@ -166,8 +145,10 @@ class STNTrainer(Trainer):
         :return: `(clean_accuracy, noisy_accuracy)`.
         """
         clf = self.classifier
-        labels = torch.from_numpy(self._labels(y))
+        labels = torch.from_numpy(check_labels(y, clf.nb_classes))
         x_t = clf._check_x(x)
+        if len(labels) != len(x_t):
+            raise ValueError(f"`x` and `y` have different lengths: {len(x_t)} and {len(labels)}.")
         clf.model.eval()
         gen = self._generator(epoch, 2)
         clean = noisy = 0
@@ -261,7 +242,7 @@ class STNTrainer(Trainer):
         """
         clf = self.classifier
         x_t = clf._check_x(x)
-        labels = torch.from_numpy(self._labels(y))
+        labels = torch.from_numpy(check_labels(y, clf.nb_classes))
         if len(labels) != len(x_t):
             raise ValueError(f"`x` and `y` have different lengths: {len(x_t)} and {len(labels)}.")
 
@@ -359,7 +340,7 @@ class STNTrainer(Trainer):
             )
             for xb, yb in bar:
                 xb = clf._check_x(xb, name="x batch").to(clf.device)
-                yb = torch.from_numpy(self._labels(yb)).to(clf.device)
+                yb = torch.from_numpy(check_labels(yb, clf.nb_classes)).to(clf.device)
                 clf.optimizer.zero_grad(set_to_none=True)
                 loss = self.loss(xb, yb, noise_gen)
                 if not torch.isfinite(loss):
