@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BOUNDS", "CertifyReport", "STNClassifier", "check_labels"]
+__all__ = ["BOUNDS", "CertifyReport", "STNClassifier", "check_int", "check_labels"]
 
 #: The bounds that apply to each kind of noise (the first is the default).
 BOUNDS: dict[str, tuple[str, ...]] = {"gaussian": ("renyi", "cohen", "pixeldp"), "laplace": ("laplace",)}
@@ -44,7 +44,7 @@ _RADIUS_FUNCTIONS = {
 _MAX_CHUNK_FLOATS = 1 << 25
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
+def check_int(value: Any, name: str, minimum: int) -> int:
     """
     Validate an integer argument.
 
@@ -241,15 +241,15 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
             raise TypeError(f"`scale` must be a positive float; got {type(self.scale).__name__}.")
         if not math.isfinite(self.scale) or self.scale <= 0:
             raise ValueError(f"`scale` must be finite and > 0; got {self.scale!r}.")
-        self.sample_size = _check_int(self.sample_size, "sample_size", 1)
+        self.sample_size = check_int(self.sample_size, "sample_size", 1)
         self.alpha = check_alpha(self.alpha)
         if self.bound not in BOUNDS[self.noise]:
             raise ValueError(f"`bound` must be one of {BOUNDS[self.noise]} for {self.noise} noise; got {self.bound!r}.")
-        self.n0 = _check_int(self.n0, "n0", 0)
+        self.n0 = check_int(self.n0, "n0", 0)
         if self.eot_samples is not None:
-            self.eot_samples = _check_int(self.eot_samples, "eot_samples", 1)
+            self.eot_samples = check_int(self.eot_samples, "eot_samples", 1)
         if self.seed is not None:
-            self.seed = _check_int(self.seed, "seed", 0)
+            self.seed = check_int(self.seed, "seed", 0)
         if self.nb_classes < 2:
             raise ValueError(f"`nb_classes` must be >= 2; got {self.nb_classes}.")
         if not self.all_framework_preprocessing:
@@ -455,7 +455,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         """
         if not isinstance(is_abstain, bool):
             raise TypeError("`is_abstain` must be a bool.")
-        batch_size = _check_int(batch_size, "batch_size", 1)
+        batch_size = check_int(batch_size, "batch_size", 1)
         x_t = self._check_x(x)
         with tqdm(total=x_t.shape[0], desc="smoothed predict", unit="input", disable=not verbose) as bar:
             counts = self._sample_counts(x_t, self.sample_size, batch_size, progress=bar)
@@ -494,10 +494,10 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         :param verbose: Show a progress bar.
         :return: The :class:`CertifyReport`.
         """
-        n = _check_int(n, "n", 1)
-        n0 = self.n0 if n0 is None else _check_int(n0, "n0", 0)
+        n = check_int(n, "n", 1)
+        n0 = self.n0 if n0 is None else check_int(n0, "n0", 0)
         alpha = self.alpha if alpha is None else check_alpha(alpha)
-        batch_size = _check_int(batch_size, "batch_size", 1)
+        batch_size = check_int(batch_size, "batch_size", 1)
         x_t = self._check_x(x)
         if indices is not None:
             indices = np.asarray(indices, dtype=np.int64)
@@ -713,7 +713,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
     def load(
         cls,
         path: str | Path,
-        model: torch.nn.Module,
+        model: torch.nn.Module | None = None,
         loss: torch.nn.modules.loss._Loss | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         device_type: str = "gpu",
@@ -724,7 +724,9 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         loaded with `torch.load(..., weights_only=True)`.
 
         :param path: The checkpoint file.
-        :param model: A model of the same architecture; its weights are replaced by the checkpoint's.
+        :param model: A model of the same architecture; its weights are replaced by the checkpoint's. None builds the
+               model named in the checkpoint's metadata (checkpoints written by `art-stn train`) from
+               :data:`art_stn.models.MODELS`.
         :param loss: The loss (default `torch.nn.CrossEntropyLoss()`).
         :param optimizer: Optional optimizer over `model`'s parameters (its state is not restored here; the trainer's
                `resume_from` does that).
@@ -738,6 +740,13 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         from art_stn.trainer import load_checkpoint
 
         ckpt = load_checkpoint(path)
+        if model is None:
+            from art_stn.models import build_model
+
+            name = (ckpt.get("metadata") or {}).get("model")
+            if name is None:
+                raise ValueError(f"checkpoint {path} names no model: pass `model=` (an instance of its architecture).")
+            model = build_model(name, num_classes=int(ckpt["smoothing"]["nb_classes"]))
         try:
             model.load_state_dict(ckpt["model_state"])
         except RuntimeError as err:

@@ -12,6 +12,40 @@ from art_stn import __version__
 DEMO_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+def _data_args(p: argparse.ArgumentParser) -> None:
+    """
+    Add the data-set arguments.
+
+    :param p: A sub-command parser.
+    """
+    p.add_argument("--dataset", choices=("digits", "mnist", "cifar10", "imagenet"), default="digits")
+    p.add_argument("--data-dir", default=None, help="data folder (torchvision layout; not needed for digits)")
+    p.add_argument("--download", action="store_true", help="let torchvision download MNIST / CIFAR-10")
+
+
+def _common_args(p: argparse.ArgumentParser) -> None:
+    """
+    Add the device, seed and verbosity arguments.
+
+    :param p: A sub-command parser.
+    """
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _floats(text: str, name: str) -> list[float]:
+    """
+    :param text: Comma-separated numbers.
+    :param name: The option, for the error message.
+    :return: The numbers.
+    """
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ValueError(f"{name} must be comma-separated numbers; got {text!r}.") from err
+
+
 def build_parser() -> argparse.ArgumentParser:
     """
     Build the argument parser of the `art-stn` command.
@@ -41,6 +75,84 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of training and certification (default: 0)")
     demo.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: cpu)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    train = sub.add_parser(
+        "train",
+        help="train a base model with STN (or Gaussian augmentation, gamma=0)",
+        description="Stability training of a registered model on a data set; writes a checkpoint "
+        "after every epoch (resumable with --resume).",
+    )
+    _data_args(train)
+    train.add_argument(
+        "--model",
+        default=None,
+        help="registered model (default: the data set's own: digits-cnn, mnist-cnn, cifar10-cnn)",
+    )
+    train.add_argument("--noise", choices=("gaussian", "laplace"), default="gaussian")
+    train.add_argument("--sigma", type=float, default=0.25, help="noise scale: Gaussian sigma or Laplace lambda")
+    train.add_argument("--gamma", type=float, default=1.0, help="stability weight; 0 = Gaussian augmentation")
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine schedule)")
+    train.add_argument("--out", required=True, help="checkpoint file written after every epoch")
+    train.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    _common_args(train)
+
+    certify = sub.add_parser(
+        "certify",
+        help="certify a data set with a checkpoint; one TSV line per example",
+        description="Certify examples (index, label, prediction, radius under each bound, "
+        "p1_lower, p2_upper, correct, seconds), each line flushed as it is done; --resume "
+        "skips the indices already in --out.",
+    )
+    certify.add_argument("--checkpoint", required=True)
+    _data_args(certify)
+    certify.add_argument("--n", type=int, default=100_000, help="estimation samples per example")
+    certify.add_argument("--n0", type=int, default=100, help="top-class selection samples (0: paper's protocol)")
+    certify.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    certify.add_argument(
+        "--bound",
+        choices=("renyi", "cohen", "pixeldp", "laplace"),
+        default=None,
+        help="the bound of the 'radius' column (default: renyi, or laplace for Laplace noise)",
+    )
+    certify.add_argument("--skip", type=int, default=1, help="certify every K-th example")
+    certify.add_argument("--max", type=int, default=None, help="certify at most M examples")
+    certify.add_argument("--batch-size", type=int, default=1024, help="noisy copies per model call")
+    certify.add_argument("--out", required=True, help="results file (TSV)")
+    certify.add_argument("--resume", action="store_true", help="continue --out, skipping indices it holds")
+    certify.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _common_args(certify)
+
+    attack = sub.add_parser(
+        "attack",
+        help="robust accuracy of the smoothed classifier under ART attacks",
+        description="Robust accuracy against ART's attacks over a list of attack sizes, with "
+        "noise-averaged gradients (expectation over transformation).",
+    )
+    attack.add_argument("--checkpoint", required=True)
+    _data_args(attack)
+    attack.add_argument("--attack", choices=("pgd-l2", "pgd-linf", "cw-l2", "boundary", "transfer"), default="pgd-l2")
+    attack.add_argument("--eps", default="0.5,1,1.5,2", help="comma-separated attack sizes")
+    attack.add_argument("--eot-samples", type=int, default=None, help="noise draws per gradient")
+    attack.add_argument("--sample-size", type=int, default=None, help="noise draws of the smoothed prediction")
+    attack.add_argument("--max-iter", type=int, default=20, help="attack iterations")
+    attack.add_argument("--max", type=int, default=500, help="attack at most M examples")
+    attack.add_argument("--source-checkpoint", default=None, help="transfer: the model the attack is crafted on")
+    attack.add_argument("--out", required=True, help="results file (TSV)")
+    attack.add_argument("--resume", action="store_true")
+    attack.add_argument("--overwrite", action="store_true")
+    _common_args(attack)
+
+    plot = sub.add_parser(
+        "plot",
+        help="plot results files (certified or robust accuracy) and print a summary",
+        description="Certified accuracy vs radius for certify results, robust accuracy vs attack "
+        "size for attack results; prints the Table-1 style summary for certify results.",
+    )
+    plot.add_argument("results", nargs="+", help="results files of art-stn certify or art-stn attack")
+    plot.add_argument("--out", required=True, help="PNG file")
+    plot.add_argument("--radii", default="0.25,0.5,0.75,1.0", help="radii of the summary table")
+    plot.add_argument("--title", default=None)
     return parser
 
 
@@ -53,27 +165,24 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from art_stn.demo import run_demo
+    from art_stn import commands
 
-        try:
-            run_demo(
-                out=args.out,
-                sigma=args.sigma,
-                gamma=args.gamma,
-                epochs=args.epochs,
-                n=args.n,
-                n0=args.n0,
-                alpha=args.alpha,
-                seed=args.seed,
-                device=args.device,
-                radii=DEMO_RADII,
-                verbose=not args.quiet,
-            )
-        except (ValueError, TypeError, OSError) as err:
-            parser.exit(2, f"art-stn demo: error: {err}\n")
-        return 0
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    handlers = {
+        "demo": commands.demo,
+        "train": commands.train,
+        "certify": commands.certify,
+        "attack": commands.attack,
+        "plot": commands.plot,
+    }
+    try:
+        if args.command == "attack":
+            args.eps = _floats(args.eps, "--eps")
+        if args.command == "plot":
+            args.radii = _floats(args.radii, "--radii")
+        handlers[args.command](args)
+    except (ValueError, TypeError, OSError, ImportError) as err:
+        parser.exit(2, f"art-stn {args.command}: error: {err}\n")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,11 +4,24 @@ Evaluation: certified accuracy at given radii and curves over radius, from certi
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["certified_accuracy", "certified_accuracy_curve", "format_table"]
+__all__ = [
+    "ATTACKS",
+    "certified_accuracy",
+    "certified_accuracy_curve",
+    "certify_to_file",
+    "format_table",
+    "read_results",
+    "robust_accuracy_to_file",
+    "summary_table",
+]
 
 
 def _check(prediction: np.ndarray, radius: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -84,4 +97,348 @@ def format_table(rows: dict[str, Sequence[float]], radii: Sequence[float], title
     lines = [head, "-" * len(head)]
     for name, accs in rows.items():
         lines.append(f"{name:<{width}} " + " ".join(f"{100 * a:>6.1f}%" for a in accs))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ results files
+RESULTS_MAGIC = "# art-stn"
+
+
+def _open_results(
+    path: Path, kind: str, meta: dict[str, Any], columns: list[str], resume: bool, overwrite: bool
+) -> tuple[set[int], Any]:
+    """
+    Open a results file for appending, after checking it can be written (before any work starts).
+
+    A new file gets a first line `# art-stn <kind> <json settings>` and a tab-separated header. With `resume`, an
+    existing file must have the same kind, settings and columns; a last line cut short by a killed run is dropped.
+
+    :param path: The results file.
+    :param kind: `"certify"` or `"attack"`.
+    :param meta: The settings the rows depend on.
+    :param columns: The column names.
+    :param resume: Continue an existing file.
+    :param overwrite: Replace an existing file.
+    :return: The values of the first column already in the file, and the open file.
+    """
+    done: set[float] = set()
+    if path.exists() and path.stat().st_size > 0:
+        if resume:
+            old_meta, table, _ = read_results(path, expect=kind)
+            mismatched = {k: (old_meta.get(k), v) for k, v in meta.items() if old_meta.get(k) != v}
+            if mismatched:
+                raise ValueError(f"cannot resume {path}: its settings differ (file, now): {mismatched}.")
+            if list(table) != columns:
+                raise ValueError(f"cannot resume {path}: its columns differ from {columns}.")
+            done = {round(float(v), 6) for v in table[columns[0]]}
+            text = path.read_text()
+            if not text.endswith("\n"):  # a killed run may leave half a line
+                path.write_text(text[: text.rfind("\n") + 1])
+        elif not overwrite:
+            raise FileExistsError(f"{path} exists: pass --resume to continue it or --overwrite to replace it.")
+        else:
+            path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the caller
+    if handle.tell() == 0:
+        handle.write(f"{RESULTS_MAGIC} {kind} {json.dumps(meta, sort_keys=True)}\n" + "\t".join(columns) + "\n")
+        handle.flush()
+    return done, handle
+
+
+def read_results(path: str | Path, expect: str | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
+    """
+    Read a results file written by `art-stn certify` or `art-stn attack`.
+
+    :param path: The file.
+    :param expect: The kind it must be (`"certify"` or `"attack"`), or None for either.
+    :return: `(settings, columns, kind)`, columns as float arrays by name.
+    :raises FileNotFoundError: if the file does not exist.
+    :raises ValueError: if it is not a well-formed results file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file not found: {path}")
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    if len(lines) < 2 or not lines[0].startswith(RESULTS_MAGIC + " "):
+        raise ValueError(f"{path} is not an art-stn results file (no '{RESULTS_MAGIC} <kind> {{...}}' first line).")
+    try:
+        _, _, kind, meta_text = lines[0].split(" ", 3)
+        meta = json.loads(meta_text)
+    except (ValueError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: malformed first line: {err}") from err
+    if expect is not None and kind != expect:
+        raise ValueError(f"{path} holds {kind} results, not {expect} results.")
+    columns = lines[1].split("\t")
+    rows = []
+    for number, line in enumerate(lines[2:], start=3):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(columns):
+            if number == len(lines) and not path.read_text().endswith("\n"):
+                break  # the half-written last line of a killed run
+            raise ValueError(f"{path}:{number}: expected {len(columns)} tab-separated fields, got {len(fields)}.")
+        try:
+            rows.append([float(f) for f in fields])
+        except ValueError as err:
+            raise ValueError(f"{path}:{number}: not a number: {err}") from err
+    data = np.array(rows, dtype=np.float64).reshape(len(rows), len(columns))
+    return meta, {c: data[:, i] for i, c in enumerate(columns)}, kind
+
+
+def certify_to_file(
+    classifier: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    indices: np.ndarray,
+    out: str | Path,
+    n: int,
+    n0: int,
+    alpha: float,
+    batch_size: int = 1024,
+    meta: dict[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    verbose: bool = True,
+) -> Path:
+    """
+    Certify examples and write one line per example as it is certified (flushed), resumably.
+
+    Columns: `idx label predict radius radius_<bound>... p1_lower p2_upper count1 count2 correct seconds`. Each
+    example's noise comes from a stream keyed by the classifier's seed and its index, so a resumed run writes the
+    same lines as an unbroken one; a killed run loses at most the examples in flight.
+
+    :param classifier: An :class:`~art_stn.STNClassifier` (with `seed` set for reproducible files).
+    :param x: The inputs to certify.
+    :param y: Their labels.
+    :param indices: Their indices in the data set (the file's `idx` column and the noise-stream keys).
+    :param out: The results file.
+    :param n: Estimation samples per example.
+    :param n0: Selection samples per example.
+    :param alpha: Failure probability.
+    :param batch_size: Noisy copies per model call.
+    :param meta: Extra settings recorded in the file (and checked on resume).
+    :param resume: Continue an existing file, skipping the indices it holds.
+    :param overwrite: Replace an existing file.
+    :param verbose: Show a progress bar with throughput.
+    :return: The path of the results file.
+    """
+    from tqdm.auto import tqdm
+
+    from art_stn.classifier import BOUNDS, check_int
+    from art_stn.confidence import check_alpha
+
+    # Refuse bad settings before the results file is touched.
+    n, n0, batch_size = check_int(n, "n", 1), check_int(n0, "n0", 0), check_int(batch_size, "batch_size", 1)
+    alpha = check_alpha(alpha)
+    if len(x) != len(y) or len(x) != len(indices):
+        raise ValueError(f"`x`, `y` and `indices` must have one length; got {len(x)}, {len(y)}, {len(indices)}.")
+    bounds = list(BOUNDS[classifier.noise])
+    columns = [
+        "idx",
+        "label",
+        "predict",
+        "radius",
+        *[f"radius_{b}" for b in bounds],
+        "p1_lower",
+        "p2_upper",
+        "count1",
+        "count2",
+        "correct",
+        "seconds",
+    ]
+    settings = {
+        "n": int(n),
+        "n0": int(n0),
+        "alpha": float(alpha),
+        "noise": classifier.noise,
+        "scale": float(classifier.scale),
+        "bound": classifier.bound,
+        "seed": classifier.seed,
+        "batch_size": int(batch_size),
+        **(meta or {}),
+    }
+    out = Path(out)
+    done, handle = _open_results(out, "certify", settings, columns, resume, overwrite)
+    todo = [i for i in range(len(indices)) if float(indices[i]) not in done]
+    group = max(1, batch_size // (n + n0))
+    try:
+        with tqdm(total=len(todo), desc="certify", unit="example", disable=not verbose) as bar:
+            for g0 in range(0, len(todo), group):
+                sel = np.asarray(todo[g0 : g0 + group])
+                began = time.perf_counter()
+                rep = classifier.certify_report(
+                    x[sel], n=n, n0=n0, alpha=alpha, batch_size=batch_size, indices=np.asarray(indices)[sel]
+                )
+                seconds = (time.perf_counter() - began) / len(sel)
+                for j, i in enumerate(sel):
+                    c1, c2 = rep.counts[j][rep.top[j]], np.delete(rep.counts[j], rep.top[j]).max()
+                    row = [
+                        int(indices[i]),
+                        int(y[i]),
+                        int(rep.prediction[j]),
+                        f"{rep.radius[j]:.6g}",
+                        *[f"{rep.radii[b][j]:.6g}" for b in bounds],
+                        f"{rep.p1_lower[j]:.8g}",
+                        f"{rep.p2_upper[j]:.8g}",
+                        int(c1),
+                        int(c2),
+                        int(rep.prediction[j] == y[i]),
+                        f"{seconds:.4f}",
+                    ]
+                    handle.write("\t".join(map(str, row)) + "\n")
+                handle.flush()
+                bar.update(len(sel))
+                bar.set_postfix(img_per_s=f"{(n + n0) / max(seconds, 1e-9):,.0f}")
+    finally:
+        handle.close()
+    return out
+
+
+ATTACKS = ("pgd-l2", "pgd-linf", "cw-l2", "boundary", "transfer")
+
+
+def robust_accuracy_to_file(
+    classifier: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    attack: str,
+    eps: Sequence[float],
+    out: str | Path,
+    source: Any = None,
+    max_iter: int = 20,
+    batch_size: int = 32,
+    meta: dict[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    verbose: bool = True,
+) -> Path:
+    """
+    Robust accuracy of the smoothed classifier against an ART attack over a list of attack sizes (the paper's
+    Figures 3 and 4), one line per size, written as it is done and resumable.
+
+    - `pgd-l2` / `pgd-linf`: ART's ProjectedGradientDescent on the smoothed classifier (noise-averaged gradients,
+      `eot_samples` draws), `eps_step = eps / 4`.
+    - `cw-l2` / `boundary`: ART's CarliniL2Method / BoundaryAttack once; at size `eps` an example counts as broken
+      when the attack changed its prediction with an L2 perturbation <= eps.
+    - `transfer`: PGD-L2 crafted on `source` (an ART classifier, e.g. a PGD-trained base model) and tested on the
+      smoothed classifier.
+
+    An example is robust at a size when the smoothed prediction (with abstention; abstaining counts as wrong) of
+    the perturbed input is its label. Columns: `eps accuracy clean_accuracy examples mean_perturbation seconds`.
+
+    :param classifier: The smoothed classifier under attack.
+    :param x: Inputs.
+    :param y: Labels.
+    :param attack: One of :data:`ATTACKS`.
+    :param eps: Attack sizes (L2, or Linf for `pgd-linf`).
+    :param out: The results file.
+    :param source: For `transfer`, the classifier the attack is crafted on.
+    :param max_iter: Attack iterations.
+    :param batch_size: Attack batch size.
+    :param meta: Extra settings recorded in the file.
+    :param resume: Continue an existing file (skip sizes already done).
+    :param overwrite: Replace an existing file.
+    :param verbose: Progress output.
+    :return: The path of the results file.
+    """
+    from art.attacks.evasion import BoundaryAttack, CarliniL2Method, ProjectedGradientDescent
+
+    from art_stn.classifier import check_int
+
+    if attack not in ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}; choose one of {ATTACKS}.")
+    max_iter, batch_size = check_int(max_iter, "max_iter", 1), check_int(batch_size, "batch_size", 1)
+    if attack == "transfer" and source is None:
+        raise ValueError("the transfer attack needs a source classifier (--source-checkpoint).")
+    eps = [float(e) for e in eps]
+    if not eps or any(not np.isfinite(e) or e < 0 for e in eps):
+        raise ValueError(f"`eps` must be a non-empty list of sizes >= 0; got {eps}.")
+    columns = ["eps", "accuracy", "clean_accuracy", "examples", "mean_perturbation", "seconds"]
+    settings = {
+        "attack": attack,
+        "max_iter": int(max_iter),
+        "examples": len(x),
+        "eot_samples": classifier._eot(),
+        **(meta or {}),
+    }
+    out = Path(out)
+    done, handle = _open_results(out, "attack", settings, columns, resume, overwrite)
+    clean_prob = classifier.predict(x, batch_size=1024)
+    clean_correct = (clean_prob.argmax(1) == y) & (clean_prob.sum(1) > 0)
+    unbounded = None
+    if attack in ("cw-l2", "boundary"):
+        began = time.perf_counter()
+        if attack == "cw-l2":
+            art_attack = CarliniL2Method(classifier, max_iter=max_iter, batch_size=batch_size, verbose=verbose)
+        else:
+            art_attack = BoundaryAttack(classifier, targeted=False, max_iter=max_iter, verbose=verbose)
+        x_adv = art_attack.generate(x)
+        prob = classifier.predict(x_adv, batch_size=1024)
+        broken = (prob.argmax(1) != y) | (prob.sum(1) == 0)
+        size = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)
+        unbounded = (broken, size, time.perf_counter() - began)
+    try:
+        for e in eps:
+            if round(e, 6) in done:
+                continue
+            began = time.perf_counter()
+            if unbounded is not None:
+                broken, size, seconds = unbounded
+                robust = clean_correct & ~(broken & (size <= e + 1e-9))
+                mean_pert = float(np.mean(np.where(broken & (size <= e + 1e-9), size, 0.0)))
+            else:
+                target = source if attack == "transfer" else classifier
+                norm = np.inf if attack == "pgd-linf" else 2
+                if e == 0:
+                    x_adv = x
+                else:
+                    art_attack = ProjectedGradientDescent(
+                        target,
+                        norm=norm,
+                        eps=e,
+                        eps_step=e / 4,
+                        max_iter=max_iter,
+                        batch_size=batch_size,
+                        verbose=False,
+                    )
+                    x_adv = art_attack.generate(x, y=y).astype(np.float32)
+                prob = classifier.predict(x_adv, batch_size=1024)
+                robust = (prob.argmax(1) == y) & (prob.sum(1) > 0)
+                delta = (x_adv - x).reshape(len(x), -1)
+                mean_pert = float(np.mean(np.abs(delta).max(1) if norm == np.inf else np.linalg.norm(delta, axis=1)))
+                seconds = time.perf_counter() - began
+            row = [
+                f"{e:.6g}",
+                f"{robust.mean():.6f}",
+                f"{clean_correct.mean():.6f}",
+                len(x),
+                f"{mean_pert:.6g}",
+                f"{seconds:.3f}",
+            ]
+            handle.write("\t".join(map(str, row)) + "\n")
+            handle.flush()
+            if verbose:
+                print(f"{attack} eps={e:g}: robust accuracy {100 * robust.mean():.1f}%", flush=True)
+    finally:
+        handle.close()
+    return out
+
+
+def summary_table(results: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]], radii: Sequence[float]) -> str:
+    """
+    The paper's Table 1 format from certify results files: per file and bound, the clean (certified) accuracy and
+    "radius (accuracy%)" at each radius.
+
+    :param results: `label -> (settings, columns)` as returned by :func:`read_results`.
+    :param radii: The radii to report.
+    :return: The table as text.
+    """
+    lines = []
+    for label, (_, table) in results.items():
+        for column in [c for c in table if c.startswith("radius_")]:
+            acc = certified_accuracy(table["predict"], table[column], table["label"], [0.0, *radii])
+            cells = "  ".join(f"{r:g} ({100 * a:.1f}%)" for r, a in zip(radii, acc[1:], strict=True))
+            lines.append(f"{label} [{column[7:]}]  clean {100 * acc[0]:.1f}%  {cells}")
     return "\n".join(lines)

@@ -67,8 +67,7 @@ def plot_certified_accuracy(
 
 
 def plot_robust_accuracy(
-    eps: Sequence[float],
-    accuracies: Mapping[str, Sequence[float]],
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     out: str | Path,
     xlabel: str = "attack size (L2)",
     title: str = "Robust accuracy under attack",
@@ -76,18 +75,17 @@ def plot_robust_accuracy(
     """
     Plot robust accuracy against attack size, one curve per model or attack.
 
-    :param eps: Attack sizes.
-    :param accuracies: `name -> accuracy per attack size` (fractions).
+    :param curves: `name -> (attack sizes, accuracy per size)` (fractions).
     :param out: The PNG file to write.
     :param xlabel: Label of the x axis.
     :param title: Figure title.
     :return: The path written.
     """
-    if not accuracies:
-        raise ValueError("`accuracies` is empty: nothing to plot.")
+    if not curves:
+        raise ValueError("`curves` is empty: nothing to plot.")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
-    for name, acc in accuracies.items():
+    for name, (eps, acc) in curves.items():
         if len(acc) != len(eps):
             raise ValueError(f"curve {name!r} has {len(acc)} points for {len(eps)} attack sizes.")
         ax.plot(eps, 100 * np.asarray(acc), "o-", lw=2, label=name)

@@ -66,13 +66,17 @@ class STNTrainer(Trainer):
     epoch checkpoint reproduces the unbroken run.
     """
 
-    def __init__(self, classifier: STNClassifier, gamma: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self, classifier: STNClassifier, gamma: float = 1.0, seed: int = 0, metadata: dict[str, Any] | None = None
+    ) -> None:
         """
         Create a trainer.
 
         :param classifier: The smoothed classifier whose base model is trained; it needs an optimizer.
         :param gamma: Weight of the stability term, >= 0; 0 is Gaussian augmentation.
         :param seed: Seed of the data order and the training noise.
+        :param metadata: Plain values stored in every checkpoint (the command line stores the model's registry
+               name and the data set, so that `STNClassifier.load(path)` can rebuild the model).
         """
         if not isinstance(classifier, STNClassifier):
             raise TypeError(f"`classifier` must be an art_stn.STNClassifier; got {type(classifier).__name__}.")
@@ -85,6 +89,7 @@ class STNTrainer(Trainer):
         super().__init__(classifier)
         self.gamma = float(gamma)
         self.seed = int(seed)
+        self.metadata = dict(metadata or {})
         self.history: list[dict[str, float]] = []
 
     @property
@@ -184,6 +189,7 @@ class STNTrainer(Trainer):
             "optimizer_state": clf.optimizer.state_dict(),
             "scheduler_state": None if scheduler is None else scheduler.state_dict(),
             "history": self.history,
+            "metadata": self.metadata,
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(ckpt, tmp)

@@ -23,6 +23,25 @@ class LinearBinary(torch.nn.Module):
         return torch.stack([m, -m], dim=1)
 
 
+def write_idx(path, array: np.ndarray, magic: int) -> None:
+    """Write an array in MNIST's IDX format (big-endian magic and dimensions, then uint8 data)."""
+    import struct
+
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def write_mnist(root, n_train: int = 6, n_test: int = 4, seed: int = 0) -> None:
+    """A tiny MNIST in torchvision's raw layout: root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), 0x00000803)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, 0x00000801)
+
+
 @pytest.fixture(scope="session")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     data = load_digits()

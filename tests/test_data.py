@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pickle
-import struct
 
 import numpy as np
 import pytest
 
 from art_stn.data import load_cifar10, load_dataset, load_digits, load_imagenet, load_mnist
+from tests.conftest import write_mnist
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -23,20 +23,8 @@ def test_digits_split_is_fixed_scaled_and_stratified():
     np.testing.assert_array_equal(x_tr, x2)
 
 
-def _write_idx(path, array: np.ndarray, magic: int) -> None:
-    with open(path, "wb") as f:
-        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape))
-        f.write(array.astype(np.uint8).tobytes())
-
-
 def test_mnist_from_idx_files(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 6), ("t10k", 4)):
-        images = rng.integers(0, 256, (n, 28, 28))
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images, 0x00000803)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, 0x00000801)
+    write_mnist(tmp_path, n_train=6, n_test=4)
     x, y = load_mnist(tmp_path)
     assert x.shape == (4, 1, 28, 28) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
     np.testing.assert_array_equal(y, [0, 1, 2, 3])

@@ -30,7 +30,7 @@ def test_plots_write_readable_pngs(tmp_path):
     grid = np.linspace(0, 1, 50)
     out = plot_certified_accuracy({"STN": (grid, 1 - grid), "GA": (grid, (1 - grid) ** 2)}, tmp_path / "a.png")
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 10_000
-    out = plot_robust_accuracy([0.5, 1.0, 1.5], {"PGD": [0.9, 0.7, 0.4]}, tmp_path / "b.png")
+    out = plot_robust_accuracy({"PGD": ([0.5, 1.0, 1.5], [0.9, 0.7, 0.4])}, tmp_path / "b.png")
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 10_000
     import matplotlib.image
 
@@ -38,4 +38,4 @@ def test_plots_write_readable_pngs(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         plot_certified_accuracy({}, tmp_path / "c.png")
     with pytest.raises(ValueError, match="points"):
-        plot_robust_accuracy([0.5], {"PGD": [0.9, 0.7]}, tmp_path / "d.png")
+        plot_robust_accuracy({"PGD": ([0.5], [0.9, 0.7])}, tmp_path / "d.png")

@@ -62,3 +62,27 @@ def test_quickstart_example_runs():
     out = _run(str(ROOT / "examples" / "quickstart.py"))
     assert out.returncode == 0, out.stderr
     assert "certified accuracy at L2 radius 0.25" in out.stdout and "under PGD" in out.stdout
+
+
+def test_cli_reference_documents_every_flag():
+    """docs/cli.md stays in sync with the parser: every sub-command and every flag appears in it."""
+    import argparse
+
+    from art_stn.cli import build_parser
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        assert f"## `art-stn {name}`" in text, name
+        for action in sub._actions:
+            for flag in action.option_strings:
+                if flag not in ("-h", "--help"):
+                    assert f"`{flag}" in text, (name, flag)
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "examples").glob("*.sh")), ids=lambda p: p.name)
+def test_example_shell_scripts_parse(script):
+    out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "art-stn" in script.read_text()

@@ -1,0 +1,270 @@
+"""
+What each `art-stn` sub-command does, given its parsed arguments: load data and checkpoints, call the library,
+print a short report. `art_stn.cli` parses; this module calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from art_stn.classifier import STNClassifier
+from art_stn.data import DATASETS, load_dataset
+from art_stn.evaluate import (
+    certified_accuracy,
+    certified_accuracy_curve,
+    certify_to_file,
+    read_results,
+    robust_accuracy_to_file,
+    summary_table,
+)
+from art_stn.models import MODELS, build_model
+from art_stn.plots import plot_certified_accuracy, plot_robust_accuracy
+from art_stn.trainer import STNTrainer
+
+__all__ = ["attack", "certify", "demo", "plot", "train"]
+
+DEFAULT_MODELS = {"digits": "digits-cnn", "mnist": "mnist-cnn", "cifar10": "cifar10-cnn"}
+
+
+def _device_type(args: argparse.Namespace) -> str:
+    """
+    :param args: Parsed arguments with `device`.
+    :return: ART's `device_type`.
+    """
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but CUDA is not available.")
+    return "gpu" if args.device == "cuda" else "cpu"
+
+
+def _check_writable(path: Path) -> None:
+    """
+    Fail before any work when `path` cannot be written.
+
+    :param path: The output file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    probe = path.with_name(path.name + ".probe")
+    try:
+        probe.write_bytes(b"")
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def _load(args: argparse.Namespace, train: bool = False, max_images: int | None = None):
+    """
+    :param args: Parsed arguments with `dataset`, `data_dir`, `download`.
+    :param train: The training split.
+    :param max_images: Keep at most this many images.
+    :return: `(x, y)`.
+    """
+    return load_dataset(args.dataset, args.data_dir, train=train, download=args.download, max_images=max_images)
+
+
+def demo(args: argparse.Namespace) -> None:
+    """
+    `art-stn demo`: see :func:`art_stn.demo.run_demo`.
+
+    :param args: Parsed arguments.
+    """
+    from art_stn.cli import DEMO_RADII
+    from art_stn.demo import run_demo
+
+    run_demo(
+        out=args.out,
+        sigma=args.sigma,
+        gamma=args.gamma,
+        epochs=args.epochs,
+        n=args.n,
+        n0=args.n0,
+        alpha=args.alpha,
+        seed=args.seed,
+        device=args.device,
+        radii=DEMO_RADII,
+        verbose=not args.quiet,
+    )
+
+
+def train(args: argparse.Namespace) -> None:
+    """
+    `art-stn train`: stability training with a checkpoint after every epoch.
+
+    :param args: Parsed arguments.
+    """
+    name = args.model or DEFAULT_MODELS.get(args.dataset)
+    if name is None:
+        raise ValueError(f"--model is required for {args.dataset}; choose one of {sorted(MODELS)}.")
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}.")
+    nb_classes, shape = DATASETS[args.dataset]
+    if MODELS[name].input_shape != shape:
+        raise ValueError(f"model {name} takes inputs {MODELS[name].input_shape}, but {args.dataset} has {shape}.")
+    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0:
+        raise ValueError("--epochs and --batch-size must be >= 1 and --lr > 0.")
+    out = Path(args.out)
+    _check_writable(out)
+    x_tr, y_tr = _load(args, train=True)
+    x_te, y_te = _load(args, train=False, max_images=1000)
+    torch.manual_seed(args.seed)
+    model = build_model(name, num_classes=nb_classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    clf = STNClassifier(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        shape,
+        nb_classes,
+        optimizer=optimizer,
+        clip_values=(0.0, 1.0),
+        noise=args.noise,
+        scale=args.sigma,
+        seed=args.seed,
+        device_type=_device_type(args),
+    )
+    trainer = STNTrainer(clf, gamma=args.gamma, seed=args.seed, metadata={"model": name, "dataset": args.dataset})
+    resume_from = out if args.resume and out.exists() else None
+    history = trainer.fit(
+        x_tr,
+        y_tr,
+        nb_epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_data=(x_te, y_te),
+        scheduler=scheduler,
+        verbose=not args.quiet,
+        checkpoint=out,
+        resume_from=resume_from,
+    )
+    if history:
+        last = history[-1]
+        print(
+            f"epoch {last['epoch']}: loss {last['loss']:.4f}, clean accuracy {100 * last['val_clean_acc']:.1f}%, "
+            f"under noise {100 * last['val_noisy_acc']:.1f}%; checkpoint {out}"
+        )
+
+
+def certify(args: argparse.Namespace) -> None:
+    """
+    `art-stn certify`: one results line per example, resumable.
+
+    :param args: Parsed arguments.
+    """
+    if args.skip < 1 or (args.max is not None and args.max < 1):
+        raise ValueError("--skip and --max must be >= 1.")
+    out = Path(args.out)
+    _check_writable(out)
+    overrides = {"seed": args.seed}
+    if args.bound is not None:
+        overrides["bound"] = args.bound
+    clf = STNClassifier.load(args.checkpoint, device_type=_device_type(args), **overrides)
+    x, y = _load(args)
+    indices = np.arange(0, len(x), args.skip)[: args.max]
+    certify_to_file(
+        clf,
+        x[indices],
+        y[indices],
+        indices,
+        out,
+        n=args.n,
+        n0=args.n0,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        meta={"checkpoint": Path(args.checkpoint).name, "dataset": args.dataset, "skip": args.skip},
+        resume=args.resume,
+        overwrite=args.overwrite,
+        verbose=not args.quiet,
+    )
+    _, table, _ = read_results(out, expect="certify")
+    radii = [0.0, 0.25, 0.5, 1.0]
+    acc = certified_accuracy(table["predict"], table["radius"], table["label"], radii)
+    cells = ", ".join(f"{r:g}: {100 * a:.1f}%" for r, a in zip(radii, acc, strict=True))
+    print(f"{len(table['idx'])} examples in {out}; certified accuracy ({clf.bound}, L{clf.norm}) {cells}")
+
+
+def attack(args: argparse.Namespace) -> None:
+    """
+    `art-stn attack`: robust accuracy over attack sizes.
+
+    :param args: Parsed arguments.
+    """
+    out = Path(args.out)
+    _check_writable(out)
+    overrides = {"seed": args.seed}
+    if args.eot_samples is not None:
+        overrides["eot_samples"] = args.eot_samples
+    if args.sample_size is not None:
+        overrides["sample_size"] = args.sample_size
+    clf = STNClassifier.load(args.checkpoint, device_type=_device_type(args), **overrides)
+    source = None
+    if args.attack == "transfer":
+        if args.source_checkpoint is None:
+            raise ValueError("--attack transfer needs --source-checkpoint (the model the attack is crafted on).")
+        from art.estimators.classification import PyTorchClassifier
+
+        src = STNClassifier.load(args.source_checkpoint, device_type=_device_type(args))
+        source = PyTorchClassifier(
+            src.model,
+            torch.nn.CrossEntropyLoss(),
+            src.input_shape,
+            src.nb_classes,
+            clip_values=(0.0, 1.0),
+            device_type=_device_type(args),
+        )
+    x, y = _load(args, max_images=args.max)
+    x, y = x[: args.max], y[: args.max]
+    robust_accuracy_to_file(
+        clf,
+        x,
+        y,
+        args.attack,
+        args.eps,
+        out,
+        source=source,
+        max_iter=args.max_iter,
+        meta={"checkpoint": Path(args.checkpoint).name, "dataset": args.dataset},
+        resume=args.resume,
+        overwrite=args.overwrite,
+        verbose=not args.quiet,
+    )
+    _, table, _ = read_results(out, expect="attack")
+    rows = ", ".join(f"{e:g}: {100 * a:.1f}%" for e, a in zip(table["eps"], table["accuracy"], strict=True))
+    print(f"{args.attack} robust accuracy by attack size: {rows} -> {out}")
+
+
+def plot(args: argparse.Namespace) -> None:
+    """
+    `art-stn plot`: a figure from results files, and the Table-1 style summary for certify results.
+
+    :param args: Parsed arguments.
+    """
+    loaded = {Path(p).stem: read_results(p) for p in args.results}
+    kinds = {kind for _, _, kind in loaded.values()}
+    if len(kinds) != 1:
+        raise ValueError("results files of certify and attack cannot share one plot; plot them separately.")
+    if kinds == {"certify"}:
+        curves = {}
+        max_r = max(float(np.nanmax(np.where(np.isfinite(t["radius"]), t["radius"], 0))) for _, t, _ in loaded.values())
+        norm = 1
+        for stem, (_, table, _) in loaded.items():
+            for column in [c for c in table if c.startswith("radius_")]:
+                norm = 1 if column == "radius_laplace" else 2
+                curves[f"{stem} {column[7:]}"] = certified_accuracy_curve(
+                    table["predict"], table[column], table["label"], max_radius=max(max_r * 1.05, 1e-3)
+                )
+        path = plot_certified_accuracy(curves, args.out, norm=norm, title=args.title or "Certified accuracy")
+        print(summary_table({k: (m, t) for k, (m, t, _) in loaded.items()}, args.radii))
+    else:
+        accs = {}
+        for stem, (meta, table, _) in loaded.items():
+            accs[f"{stem} ({meta.get('attack', '?')})"] = (table["eps"], table["accuracy"])
+            for e, a in zip(table["eps"], table["accuracy"], strict=True):
+                print(f"{stem}\teps {e:g}\trobust accuracy {100 * a:.1f}%")
+        xlabel = (
+            "attack size (Linf)"
+            if any(m.get("attack") == "pgd-linf" for m, _, _ in loaded.values())
+            else "attack size (L2)"
+        )
+        path = plot_robust_accuracy(accs, args.out, xlabel=xlabel, title=args.title or "Robust accuracy under attack")
+    print(f"wrote {path}")

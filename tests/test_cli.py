@@ -1,0 +1,322 @@
+"""The `art-stn` commands end to end through the console script: train -> certify -> attack -> plot, resume after a
+kill, and clear errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_mnist
+
+EXE = shutil.which("art-stn")
+
+
+def run(*args, cwd=None, check=True) -> subprocess.CompletedProcess:
+    if EXE is None:
+        pytest.fail("the art-stn console script is not installed (pip install -e .)")
+    out = subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd, check=False)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "digits.pt"
+    out = run(
+        "train", "--dataset", "digits", "--epochs", "4", "--sigma", "0.5", "--gamma", "1", "--out", path, "--quiet"
+    )
+    assert "clean accuracy" in out.stdout and path.is_file()
+    return path
+
+
+def data_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()[2:]
+
+
+def test_train_resume_continues_to_more_epochs(checkpoint, tmp_path):
+    copy = tmp_path / "c.pt"
+    shutil.copy(checkpoint, copy)
+    out = run(
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "5",
+        "--sigma",
+        "0.5",
+        "--gamma",
+        "1",
+        "--out",
+        copy,
+        "--resume",
+        "--quiet",
+    )
+    assert out.stdout.startswith("epoch 5:")
+
+
+def test_certify_attack_plot_on_digits(checkpoint, tmp_path):
+    cert = tmp_path / "cert.tsv"
+    out = run(
+        "certify",
+        "--checkpoint",
+        checkpoint,
+        "--n",
+        "200",
+        "--n0",
+        "20",
+        "--skip",
+        "3",
+        "--max",
+        "20",
+        "--out",
+        cert,
+        "--quiet",
+    )
+    assert "20 examples" in out.stdout
+    lines = data_lines(cert)
+    assert len(lines) == 20 and [int(line.split("\t")[0]) for line in lines] == list(range(0, 60, 3))
+    header = cert.read_text().splitlines()[1].split("\t")
+    assert header[:4] == ["idx", "label", "predict", "radius"] and "radius_cohen" in header
+
+    pgd = tmp_path / "pgd.tsv"
+    out = run(
+        "attack",
+        "--checkpoint",
+        checkpoint,
+        "--attack",
+        "pgd-l2",
+        "--eps",
+        "0,0.5,1",
+        "--max",
+        "20",
+        "--eot-samples",
+        "4",
+        "--sample-size",
+        "16",
+        "--max-iter",
+        "3",
+        "--out",
+        pgd,
+        "--quiet",
+    )
+    assert "pgd-l2 robust accuracy" in out.stdout and len(data_lines(pgd)) == 3
+    acc = [float(line.split("\t")[1]) for line in data_lines(pgd)]
+    assert acc[0] >= acc[2]
+
+    transfer = tmp_path / "transfer.tsv"
+    run(
+        "attack",
+        "--checkpoint",
+        checkpoint,
+        "--attack",
+        "transfer",
+        "--source-checkpoint",
+        checkpoint,
+        "--eps",
+        "0.5,1",
+        "--max",
+        "10",
+        "--sample-size",
+        "16",
+        "--max-iter",
+        "3",
+        "--out",
+        transfer,
+        "--quiet",
+    )
+    cw = tmp_path / "cw.tsv"
+    run(
+        "attack",
+        "--checkpoint",
+        checkpoint,
+        "--attack",
+        "cw-l2",
+        "--eps",
+        "0.5,1",
+        "--max",
+        "6",
+        "--sample-size",
+        "8",
+        "--eot-samples",
+        "4",
+        "--max-iter",
+        "2",
+        "--out",
+        cw,
+        "--quiet",
+    )
+
+    fig = tmp_path / "cert.png"
+    out = run("plot", cert, "--out", fig, "--radii", "0.25,0.5")
+    assert "cert [renyi]  clean" in out.stdout and "0.25 (" in out.stdout
+    assert fig.read_bytes()[:4] == b"\x89PNG"
+    out = run("plot", pgd, transfer, "--out", tmp_path / "robust.png")
+    assert (tmp_path / "robust.png").read_bytes()[:4] == b"\x89PNG" and "robust accuracy" in out.stdout
+
+
+def test_certify_killed_and_resumed_equals_unbroken_run(checkpoint, tmp_path):
+    common = ("certify", "--checkpoint", checkpoint, "--n", "3000", "--n0", "50", "--max", "40", "--quiet")
+    unbroken = tmp_path / "unbroken.tsv"
+    run(*common, "--out", unbroken)
+
+    killed = tmp_path / "killed.tsv"
+    proc = subprocess.Popen(
+        [EXE, *map(str, common), "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and (not killed.exists() or len(data_lines(killed)) < 3):
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = len(data_lines(killed))
+    assert 3 <= done < 40
+    with open(killed, "a") as f:  # what a kill in the middle of a write leaves behind
+        f.write("12\t3\t")
+    run(*common, "--out", killed, "--resume")
+
+    def strip_seconds(path: Path) -> list[list[str]]:
+        return [line.split("\t")[:-1] for line in path.read_text().splitlines()]
+
+    assert strip_seconds(killed) == strip_seconds(unbroken)
+
+
+def test_mnist_in_torchvision_format_end_to_end(tmp_path):
+    write_mnist(tmp_path / "data", n_train=24, n_test=6)
+    ckpt = tmp_path / "mnist.pt"
+    run(
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        tmp_path / "data",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--sigma",
+        "0.7",
+        "--out",
+        ckpt,
+        "--quiet",
+    )
+    res = tmp_path / "mnist.tsv"
+    run(
+        "certify",
+        "--checkpoint",
+        ckpt,
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        tmp_path / "data",
+        "--n",
+        "50",
+        "--n0",
+        "10",
+        "--out",
+        res,
+        "--quiet",
+    )
+    assert len(data_lines(res)) == 6
+
+
+def call(capsys, *args) -> tuple[int, str]:
+    """Run the command line in-process (faster than a subprocess); return the exit status and stderr."""
+    from art_stn.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def test_clear_errors(checkpoint, tmp_path, capsys):
+    code, err = call(
+        capsys, "certify", "--checkpoint", tmp_path / "missing.pt", "--n", "10", "--out", tmp_path / "r.tsv"
+    )
+    assert code == 2 and "checkpoint not found" in err
+    res = tmp_path / "r.tsv"
+    assert (
+        call(
+            capsys,
+            "certify",
+            "--checkpoint",
+            checkpoint,
+            "--n",
+            "20",
+            "--n0",
+            "5",
+            "--max",
+            "2",
+            "--out",
+            res,
+            "--quiet",
+        )[0]
+        == 0
+    )
+    code, err = call(capsys, "certify", "--checkpoint", checkpoint, "--n", "20", "--max", "2", "--out", res)
+    assert code == 2 and "--resume" in err
+    code, err = call(capsys, "certify", "--checkpoint", checkpoint, "--n", "30", "--max", "2", "--out", res, "--resume")
+    assert code == 2 and "settings differ" in err
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("hello\tworld\n1\t2\n")
+    code, err = call(capsys, "plot", bad, "--out", tmp_path / "x.png")
+    assert code == 2 and "not an art-stn results file" in err
+    lines = res.read_text().splitlines()
+    bad.write_text("\n".join([*lines[:2], "1\tnot-a-number"]) + "\n")
+    code, err = call(capsys, "plot", bad, "--out", tmp_path / "x.png")
+    assert code == 2 and "bad.tsv:3" in err
+    code, err = call(capsys, "plot", tmp_path / "nope.tsv", "--out", tmp_path / "x.png")
+    assert code == 2 and "not found" in err
+    code, err = call(
+        capsys, "train", "--dataset", "mnist", "--data-dir", tmp_path / "empty", "--out", tmp_path / "m.pt"
+    )
+    assert code == 2 and "MNIST not found" in err
+    code, err = call(capsys, "attack", "--checkpoint", checkpoint, "--attack", "transfer", "--out", tmp_path / "t.tsv")
+    assert code == 2 and "--source-checkpoint" in err
+    code, err = call(capsys, "attack", "--checkpoint", checkpoint, "--eps", "a,b", "--out", tmp_path / "t.tsv")
+    assert code == 2 and "--eps" in err
+    code, err = call(capsys, "certify", "--checkpoint", checkpoint, "--n", "0", "--out", tmp_path / "z.tsv")
+    assert code == 2 and "`n`" in err
+    code, err = call(capsys, "certify", "--checkpoint", checkpoint, "--alpha", "2", "--out", tmp_path / "z.tsv")
+    assert code == 2 and "alpha" in err
+    code, err = call(capsys, "certify", "--checkpoint", checkpoint, "--bound", "laplace", "--out", tmp_path / "z.tsv")
+    assert code == 2 and "bound" in err
+    code, err = call(
+        capsys, "train", "--dataset", "digits", "--sigma", "0", "--epochs", "1", "--out", tmp_path / "s.pt"
+    )
+    assert code == 2 and "scale" in err
+
+
+def test_boundary_attack_and_resume_of_attack_results(checkpoint, tmp_path, capsys):
+    out = tmp_path / "boundary.tsv"
+    args = (
+        "attack",
+        "--checkpoint",
+        checkpoint,
+        "--attack",
+        "boundary",
+        "--eps",
+        "0.5,2",
+        "--max",
+        "4",
+        "--sample-size",
+        "8",
+        "--max-iter",
+        "2",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert call(capsys, *args)[0] == 0
+    assert [line.split("\t")[0] for line in data_lines(out)] == ["0.5", "2"]
+    assert call(capsys, *args[:-3], "--out", out, "--resume", "--quiet")[0] == 0  # nothing left to do
+    assert len(data_lines(out)) == 2
