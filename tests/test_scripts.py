@@ -86,3 +86,33 @@ def test_example_shell_scripts_parse(script):
     out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert "art-stn" in script.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["certify_pretrained.py", "attack_smoothed.py"])
+def test_digits_examples_run(script):
+    out = _run(str(ROOT / "examples" / script))
+    assert out.returncode == 0, out.stderr
+    assert "certified" in out.stdout
+
+
+def test_train_mnist_example_on_tiny_idx_files(tmp_path):
+    from tests.conftest import write_mnist
+
+    write_mnist(tmp_path / "data", n_train=16, n_test=4)
+    out = _run(
+        str(ROOT / "examples" / "train_mnist.py"),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--epochs",
+        "1",
+        "--n",
+        "20",
+        "--max",
+        "4",
+        "--out",
+        str(tmp_path / "m.pt"),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "certified accuracy at L2 1.58" in out.stdout and (tmp_path / "m.pt").is_file()
