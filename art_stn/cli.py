@@ -164,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     :return: The exit status.
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `torchrun ... -m art_stn -- certify ...`
+        argv = argv[1:]
     args = parser.parse_args(argv)
     from art_stn import commands
 

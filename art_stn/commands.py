@@ -6,6 +6,7 @@ print a short report. `art_stn.cli` parses; this module calls.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from art_stn.classifier import STNClassifier
 from art_stn.data import DATASETS, load_dataset
+from art_stn.distributed import barrier, init_from_env, is_main, merge_shards, shard_indices, shard_path
 from art_stn.evaluate import (
     certified_accuracy,
     certified_accuracy_curve,
@@ -47,7 +49,7 @@ def _check_writable(path: Path) -> None:
     :param path: The output file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    probe = path.with_name(path.name + ".probe")
+    probe = path.with_name(f"{path.name}.probe{os.getpid()}")
     try:
         probe.write_bytes(b"")
     finally:
@@ -106,6 +108,7 @@ def train(args: argparse.Namespace) -> None:
         raise ValueError("--epochs and --batch-size must be >= 1 and --lr > 0.")
     out = Path(args.out)
     _check_writable(out)
+    init_from_env(args.device)  # under torchrun: join the process group; the trainer then uses DDP
     x_tr, y_tr = _load(args, train=True)
     x_te, y_te = _load(args, train=False, max_images=1000)
     torch.manual_seed(args.seed)
@@ -137,7 +140,7 @@ def train(args: argparse.Namespace) -> None:
         checkpoint=out,
         resume_from=resume_from,
     )
-    if history:
+    if history and is_main():
         last = history[-1]
         print(
             f"epoch {last['epoch']}: loss {last['loss']:.4f}, clean accuracy {100 * last['val_clean_acc']:.1f}%, "
@@ -155,27 +158,41 @@ def certify(args: argparse.Namespace) -> None:
         raise ValueError("--skip and --max must be >= 1.")
     out = Path(args.out)
     _check_writable(out)
+    ctx = init_from_env(args.device)
+    if ctx.distributed and out.exists() and not (args.resume or args.overwrite):
+        raise FileExistsError(f"{out} exists: pass --resume to continue it or --overwrite to replace it.")
     overrides = {"seed": args.seed}
     if args.bound is not None:
         overrides["bound"] = args.bound
     clf = STNClassifier.load(args.checkpoint, device_type=_device_type(args), **overrides)
     x, y = _load(args)
     indices = np.arange(0, len(x), args.skip)[: args.max]
+    target = out
+    if ctx.distributed:  # rank r certifies the r-th, (r+K)-th, ... examples into its own shard file
+        indices, target = shard_indices(indices, ctx), shard_path(out, ctx.rank, ctx.world_size)
+    meta = {"checkpoint": Path(args.checkpoint).name, "dataset": args.dataset, "skip": args.skip}
     certify_to_file(
         clf,
         x[indices],
         y[indices],
         indices,
-        out,
+        target,
         n=args.n,
         n0=args.n0,
         alpha=args.alpha,
         batch_size=args.batch_size,
-        meta={"checkpoint": Path(args.checkpoint).name, "dataset": args.dataset, "skip": args.skip},
+        meta=meta,
         resume=args.resume,
         overwrite=args.overwrite,
-        verbose=not args.quiet,
+        verbose=not args.quiet and is_main(),
     )
+    if ctx.distributed:
+        barrier()
+        if is_main():
+            merge_shards(out, ctx.world_size)
+        barrier()
+    if not is_main():
+        return
     _, table, _ = read_results(out, expect="certify")
     radii = [0.0, 0.25, 0.5, 1.0]
     acc = certified_accuracy(table["predict"], table["radius"], table["label"], radii)

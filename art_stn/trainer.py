@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 from art.defences.trainer.trainer import Trainer
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from art_stn.classifier import STNClassifier, check_labels
+from art_stn.distributed import barrier, is_main, unwrap
 from art_stn.noise import fill_noise
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,11 @@ class STNTrainer(Trainer):
 
     Each epoch draws its data order and noise from streams seeded by `(seed, epoch)`, so a run resumed from an
     epoch checkpoint reproduces the unbroken run.
+
+    Under `torchrun` (an initialised `torch.distributed` process group) the model trains as
+    `DistributedDataParallel`: each rank takes its part of every epoch's order (a `DistributedSampler` seeded by
+    `seed`, so `batch_size` is per rank), gradients are all-reduced, only rank 0 writes checkpoints, and every rank
+    resumes from the same checkpoint.
     """
 
     def __init__(
@@ -134,8 +141,9 @@ class STNTrainer(Trainer):
         :return: A generator seeded by `(seed, epoch, purpose)`.
         """
         device = "cpu" if purpose == 0 else self.classifier.device
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() and purpose == 1 else 0
         gen = torch.Generator(device=device)
-        gen.manual_seed((self.seed * 1_000_003 + epoch) * 7 + purpose)
+        gen.manual_seed((self.seed * 1_000_003 + epoch) * 7 + purpose + 1_000_033 * rank)
         return gen
 
     @torch.no_grad()
@@ -181,7 +189,7 @@ class STNTrainer(Trainer):
         path.parent.mkdir(parents=True, exist_ok=True)
         ckpt = {
             "format": CHECKPOINT_FORMAT,
-            "model_state": clf.model.state_dict(),
+            "model_state": unwrap(clf.model).state_dict(),
             "smoothing": clf.smoothing_settings(),
             "epoch": int(epoch),
             "gamma": self.gamma,
@@ -207,7 +215,7 @@ class STNTrainer(Trainer):
         clf = self.classifier
         ckpt = load_checkpoint(path)
         try:
-            clf.model.load_state_dict(ckpt["model_state"])
+            unwrap(clf.model).load_state_dict(ckpt["model_state"])
         except RuntimeError as err:
             raise ValueError(f"checkpoint {path} does not fit this model: {err}") from err
         if ckpt.get("optimizer_state") is not None:
@@ -253,7 +261,12 @@ class STNTrainer(Trainer):
             raise ValueError(f"`x` and `y` have different lengths: {len(x_t)} and {len(labels)}.")
 
         def batches(epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-            order = torch.randperm(len(x_t), generator=self._generator(epoch, 0))
+            if torch.distributed.is_initialized():
+                sampler = torch.utils.data.DistributedSampler(range(len(x_t)), shuffle=True, seed=self.seed)
+                sampler.set_epoch(epoch)
+                order = torch.tensor(list(sampler), dtype=torch.int64)
+            else:
+                order = torch.randperm(len(x_t), generator=self._generator(epoch, 0))
             for s in range(0, len(order), batch_size):
                 idx = order[s : s + batch_size]
                 yield x_t[idx], labels[idx]
@@ -336,6 +349,32 @@ class STNTrainer(Trainer):
         start_epoch = self._resume(resume_from, scheduler) if resume_from is not None else 0
         if resume_from is None:
             self.history = []
+        wrapper = clf._model  # ART's wrapper around the user's model
+        if torch.distributed.is_initialized() and not isinstance(wrapper._model, DistributedDataParallel):
+            wrapper._model = DistributedDataParallel(wrapper._model)
+        try:
+            return self._epochs(start_epoch, batches, steps, nb_epochs, validation_data, scheduler, verbose, checkpoint)
+        finally:
+            wrapper._model = unwrap(wrapper._model)
+
+    def _epochs(
+        self,
+        start_epoch: int,
+        batches: Any,
+        steps: int | None,
+        nb_epochs: int,
+        validation_data: tuple[np.ndarray, np.ndarray] | None,
+        scheduler: Any,
+        verbose: bool,
+        checkpoint: str | Path | None,
+    ) -> list[dict[str, float]]:
+        """
+        Run epochs `start_epoch .. nb_epochs - 1` (see :meth:`_train`).
+
+        :return: The history.
+        """
+        clf = self.classifier
+        verbose = verbose and is_main()
         for epoch in range(start_epoch, nb_epochs):
             began = time.perf_counter()
             clf.model.train()
@@ -367,5 +406,7 @@ class STNTrainer(Trainer):
             if verbose:
                 tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             if checkpoint is not None:
-                self.save_checkpoint(checkpoint, epoch, scheduler)
+                if is_main():
+                    self.save_checkpoint(checkpoint, epoch, scheduler)
+                barrier()  # every rank sees the checkpoint before going on
         return self.history

@@ -116,3 +116,10 @@ def test_train_mnist_example_on_tiny_idx_files(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "certified accuracy at L2 1.58" in out.stdout and (tmp_path / "m.pt").is_file()
+
+
+@pytest.mark.slow
+def test_distributed_scaling_benchmark_runs():
+    out = _run(str(ROOT / "benchmarks" / "distributed_scaling.py"), "--n", "100", "--max", "6")
+    assert out.returncode == 0, out.stderr
+    assert "merged file equals the single-process file: True" in out.stdout

@@ -1,0 +1,161 @@
+"""
+Scale-out with PyTorch's own engine: `torch.distributed`, launched by `torchrun`.
+
+- Certification: examples are sharded across ranks deterministically (rank r takes the r-th, (r+K)-th, ...
+  example), each rank writes its own resumable shard file, and rank 0 merges the shards into one results file in
+  index order. Each example's noise comes from a stream keyed by the seed and its index, so the merged file equals a
+  single-process run.
+- Training: :class:`art_stn.STNTrainer` detects an initialised process group and trains with
+  `DistributedDataParallel` (a `DistributedSampler` order, gradient all-reduce), checkpoints from rank 0 only and
+  resumes on all ranks.
+
+Outside `torchrun` (no `WORLD_SIZE` in the environment) everything runs as a single process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "DistContext",
+    "barrier",
+    "init_from_env",
+    "is_main",
+    "merge_shards",
+    "shard_indices",
+    "shard_path",
+    "unwrap",
+]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """
+    Where this process stands in a `torchrun` job.
+
+    :param rank: Global rank (0 for a single process).
+    :param world_size: Number of processes (1 for a single process).
+    :param local_rank: Rank on this node; the GPU this process uses.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        """
+        True when more than one process takes part.
+        """
+        return self.world_size > 1
+
+
+def init_from_env(device: str = "cpu") -> DistContext:
+    """
+    Join the process group described by `torchrun`'s environment (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+    `MASTER_ADDR`, `MASTER_PORT`): NCCL on CUDA, gloo on CPU. Each process uses GPU `LOCAL_RANK`.
+
+    :param device: `"cpu"` or `"cuda"`.
+    :return: The context; a single-process context when `WORLD_SIZE` is unset or 1.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)  # ART's device_type="gpu" then picks this GPU
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank)
+
+
+def is_main() -> bool:
+    """
+    :return: True on rank 0 or outside a process group.
+    """
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """
+    Wait for every rank (no-op outside a process group).
+    """
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """
+    :param model: A model, possibly wrapped in `DistributedDataParallel`.
+    :return: The model itself.
+    """
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def shard_path(out: str | Path, rank: int, world_size: int) -> Path:
+    """
+    The shard file of one rank.
+
+    :param out: The merged results file.
+    :param rank: The rank.
+    :param world_size: The number of ranks.
+    :return: `out` with `.rank<r>-of-<K>` appended to its name.
+    """
+    out = Path(out)
+    return out.with_name(f"{out.name}.rank{rank}-of-{world_size}")
+
+
+def merge_shards(out: str | Path, world_size: int, remove: bool = False) -> Path:
+    """
+    Merge the ranks' shard files into one results file, rows in index order (written to a temporary file, then
+    renamed).
+
+    :param out: The merged results file.
+    :param world_size: The number of shards.
+    :param remove: Delete the shard files afterwards.
+    :return: The merged file.
+    :raises ValueError: when the shards disagree on their settings or columns, or hold an index twice.
+    """
+    from art_stn.evaluate import RESULTS_MAGIC, read_results
+
+    out = Path(out)
+    shards = [shard_path(out, r, world_size) for r in range(world_size)]
+    parts = [read_results(s) for s in shards]
+    meta, table, kind = parts[0]
+    for s, (m, t, k) in zip(shards[1:], parts[1:], strict=True):
+        if (m, list(t), k) != (meta, list(table), kind):
+            raise ValueError(f"shard {s} has other settings or columns than {shards[0]}.")
+    rows: list[tuple[float, str]] = []
+    for s in shards:
+        lines = s.read_text(encoding="utf-8").splitlines()[2:]
+        rows += [(float(line.split("\t", 1)[0]), line) for line in lines if line.strip()]
+    keys = [k for k, _ in rows]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the shards hold an example twice: were they written with different world sizes?")
+    rows.sort(key=lambda kv: kv[0])
+    tmp = out.with_name(out.name + ".tmp")
+    header = f"{RESULTS_MAGIC} {kind} {json.dumps(meta, sort_keys=True)}\n" + "\t".join(table) + "\n"
+    tmp.write_text(header + "".join(line + "\n" for _, line in rows), encoding="utf-8")
+    tmp.replace(out)
+    if remove:
+        for s in shards:
+            s.unlink()
+    return out
+
+
+def shard_indices(indices: np.ndarray, ctx: DistContext) -> np.ndarray:
+    """
+    This rank's share of the examples: the r-th, (r+K)-th, ... entries.
+
+    :param indices: All example indices.
+    :param ctx: The distributed context.
+    :return: The rank's indices.
+    """
+    return np.asarray(indices)[ctx.rank :: ctx.world_size]
