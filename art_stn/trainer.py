@@ -6,10 +6,11 @@ Stability Training with Noise (STN, Li et al. 2019): `CE(f(x), y) + gamma * CE(s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -349,64 +350,56 @@ class STNTrainer(Trainer):
         start_epoch = self._resume(resume_from, scheduler) if resume_from is not None else 0
         if resume_from is None:
             self.history = []
-        wrapper = clf._model  # ART's wrapper around the user's model
+        verbose = verbose and is_main()
+        with self._distributed_model():
+            for epoch in range(start_epoch, nb_epochs):
+                began = time.perf_counter()
+                clf.model.train()
+                noise_gen = self._generator(epoch, 1)
+                total, seen = 0.0, 0
+                bar = tqdm(
+                    batches(epoch), total=steps, desc=f"epoch {epoch + 1}/{nb_epochs}", disable=not verbose, leave=False
+                )
+                for xb, yb in bar:
+                    xb = clf._check_x(xb, name="x batch").to(clf.device)
+                    yb = torch.from_numpy(check_labels(yb, clf.nb_classes)).to(clf.device)
+                    clf.optimizer.zero_grad(set_to_none=True)
+                    loss = self.loss(xb, yb, noise_gen)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch + 1}.")
+                    loss.backward()
+                    clf.optimizer.step()
+                    total += loss.item() * len(xb)
+                    seen += len(xb)
+                    bar.set_postfix(loss=f"{total / seen:.4f}")
+                bar.close()
+                if scheduler is not None:
+                    scheduler.step()
+                record: dict[str, float] = {"epoch": epoch + 1, "loss": total / max(seen, 1)}
+                if validation_data is not None:
+                    record["val_clean_acc"], record["val_noisy_acc"] = self.evaluate(*validation_data, epoch=epoch)
+                record["seconds"] = time.perf_counter() - began
+                self.history.append(record)
+                if verbose:
+                    tqdm.write(
+                        " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+                    )
+                if checkpoint is not None:
+                    if is_main():
+                        self.save_checkpoint(checkpoint, epoch, scheduler)
+                    barrier()  # every rank sees the checkpoint before going on
+            return self.history
+
+    @contextlib.contextmanager
+    def _distributed_model(self) -> Iterator[None]:
+        """
+        Inside a `torch.distributed` process group, wrap the user's model (inside ART's wrapper) in
+        `DistributedDataParallel` for the duration of training; a no-op otherwise.
+        """
+        wrapper = self.classifier._model  # ART's wrapper around the user's model
         if torch.distributed.is_initialized() and not isinstance(wrapper._model, DistributedDataParallel):
             wrapper._model = DistributedDataParallel(wrapper._model)
         try:
-            return self._epochs(start_epoch, batches, steps, nb_epochs, validation_data, scheduler, verbose, checkpoint)
+            yield
         finally:
             wrapper._model = unwrap(wrapper._model)
-
-    def _epochs(
-        self,
-        start_epoch: int,
-        batches: Any,
-        steps: int | None,
-        nb_epochs: int,
-        validation_data: tuple[np.ndarray, np.ndarray] | None,
-        scheduler: Any,
-        verbose: bool,
-        checkpoint: str | Path | None,
-    ) -> list[dict[str, float]]:
-        """
-        Run epochs `start_epoch .. nb_epochs - 1` (see :meth:`_train`).
-
-        :return: The history.
-        """
-        clf = self.classifier
-        verbose = verbose and is_main()
-        for epoch in range(start_epoch, nb_epochs):
-            began = time.perf_counter()
-            clf.model.train()
-            noise_gen = self._generator(epoch, 1)
-            total, seen = 0.0, 0
-            bar = tqdm(
-                batches(epoch), total=steps, desc=f"epoch {epoch + 1}/{nb_epochs}", disable=not verbose, leave=False
-            )
-            for xb, yb in bar:
-                xb = clf._check_x(xb, name="x batch").to(clf.device)
-                yb = torch.from_numpy(check_labels(yb, clf.nb_classes)).to(clf.device)
-                clf.optimizer.zero_grad(set_to_none=True)
-                loss = self.loss(xb, yb, noise_gen)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch + 1}.")
-                loss.backward()
-                clf.optimizer.step()
-                total += loss.item() * len(xb)
-                seen += len(xb)
-                bar.set_postfix(loss=f"{total / seen:.4f}")
-            bar.close()
-            if scheduler is not None:
-                scheduler.step()
-            record: dict[str, float] = {"epoch": epoch + 1, "loss": total / max(seen, 1)}
-            if validation_data is not None:
-                record["val_clean_acc"], record["val_noisy_acc"] = self.evaluate(*validation_data, epoch=epoch)
-            record["seconds"] = time.perf_counter() - began
-            self.history.append(record)
-            if verbose:
-                tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-            if checkpoint is not None:
-                if is_main():
-                    self.save_checkpoint(checkpoint, epoch, scheduler)
-                barrier()  # every rank sees the checkpoint before going on
-        return self.history
