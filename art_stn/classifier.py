@@ -7,8 +7,10 @@ certificates, noise-averaged gradients for ART's attacks, and device-side Monte 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +84,37 @@ def check_labels(y: np.ndarray | torch.Tensor, nb_classes: int, name: str = "y")
     if y_np.size and ((y_np < 0) | (y_np >= nb_classes)).any():
         raise ValueError(f"`{name}` holds a label outside [0, {nb_classes}).")
     return y_np.astype(np.int64)
+
+
+def _halve_batch_on_oom(sample_counts: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """
+    Retry a counting call `(self, x, n, batch_size, ..., progress=None)` with half the batch size whenever the
+    device runs out of memory, down to a batch of 1.
+
+    :param sample_counts: The counting method.
+    :return: The wrapped method.
+    """
+
+    @functools.wraps(sample_counts)
+    def wrapper(
+        self: Any, x: torch.Tensor, n: int, batch_size: int, *args: Any, progress: Any = None, **kwargs: Any
+    ) -> np.ndarray:
+        done = progress.n if progress is not None else 0
+        while True:
+            try:
+                return sample_counts(self, x, n, batch_size, *args, progress=progress, **kwargs)
+            except torch.cuda.OutOfMemoryError:
+                if batch_size == 1:
+                    raise
+                batch_size //= 2
+                logger.warning("out of memory: retrying with batch_size=%d", batch_size)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if progress is not None:
+                    progress.n = done
+                    progress.refresh()
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -356,6 +389,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         per = max(1, _MAX_CHUNK_FLOATS // max(1, int(np.prod(self.input_shape))))
         return [(s, min(s + per, n_inputs)) for s in range(0, n_inputs, per)]
 
+    @_halve_batch_on_oom
     @torch.no_grad()
     def _sample_counts(
         self,
@@ -372,7 +406,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         Work is cut into blocks of `min(n, batch_size)` copies of one example; a batch holds as many whole blocks
         as fit in `batch_size`, so copies of several examples share a model call when `n < batch_size`. Noise is
         drawn on the device (from one stream per block when `seed` is set), counts accumulate on the device and
-        only they are copied back.
+        only they are copied back. When the device runs out of memory the whole call is retried with half the batch
+        size (certificates stay sound; with `seed` set they are those of the smaller batch size).
 
         :param x: Clean inputs, shape `(N, *input_shape)`, on any device.
         :param n: Noisy copies per input.
@@ -394,6 +429,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         shared = None if seeded else self._generator()
         stream = self._stream_gen() if seeded else None
         counts_all = np.zeros((x.shape[0], k), dtype=np.int64)
+        finite = torch.ones((), dtype=torch.bool, device=device)  # checked once per chunk: no sync per batch
         for start, end in self._chunks(x.shape[0]):
             x_dev = x[start:end].to(device, non_blocking=True)
             counts = torch.zeros((end - start) * k, dtype=torch.int64, device=device)
@@ -414,12 +450,16 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
                 else:
                     fill_noise(batch, self.noise, float(self.scale), shared)
                 batch += x_dev.index_select(0, example_of_copy)
-                pred = self._logits(batch).argmax(dim=1)
+                logits = self._logits(batch)
+                finite &= torch.isfinite(logits).all()
+                pred = logits.argmax(dim=1)
                 counts.scatter_add_(0, example_of_copy * k + pred, torch.ones_like(pred))
                 if progress is not None:
                     done = int(np.sum(inner + 1 == blocks_per_example))
                     if done:
                         progress.update(done)
+            if not bool(finite):
+                raise ValueError("the model returned NaN or inf logits on noisy inputs: no certificate can be issued.")
             counts_all[start:end] = counts.view(end - start, k).cpu().numpy()
         return counts_all
 
@@ -507,8 +547,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         with tqdm(total=passes * x_t.shape[0], desc="certify", unit="input", disable=not verbose) as bar:
             top = None
             if n0 > 0:
-                top = np.argmax(self._sample_counts(x_t, n0, batch_size, indices, purpose=0, progress=bar), axis=1)
-            counts = self._sample_counts(x_t, n, batch_size, indices, purpose=1, progress=bar)
+                top = np.argmax(self._sample_counts(x_t, n0, batch_size, indices, 0, progress=bar), axis=1)
+            counts = self._sample_counts(x_t, n, batch_size, indices, 1, progress=bar)
         bounds = top_two_bounds(counts, alpha, top=top)
         ok = bounds.certified
         radii = {}
@@ -618,6 +658,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
             (g,) = torch.autograd.grad(loss, x_grad)
             scale = (end - start) / total if reduction == "mean" else 1.0 / draws
             grads[start:end] = (g * scale).detach().to(grads.device)
+        if not torch.isfinite(grads).all():
+            raise ValueError("the loss gradient is NaN or inf: the model returned non-finite outputs.")
         if isinstance(x, torch.Tensor):
             return grads.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
         return grads.numpy()
