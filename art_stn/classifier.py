@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["BOUNDS", "CertifyReport", "STNClassifier", "check_int", "check_labels"]
 
 #: The bounds that apply to each kind of noise (the first is the default).
+#: Numerical precisions of the sampling forward passes.
+PRECISIONS = ("fp32", "bf16")
+#: The batch size (noisy copies per model call) used when none is given, on the CPU.
+CPU_BATCH_SIZE = 256
 BOUNDS: dict[str, tuple[str, ...]] = {"gaussian": ("renyi", "cohen", "pixeldp"), "laplace": ("laplace",)}
 _RADIUS_FUNCTIONS = {
     "renyi": renyi_l2_radius,
@@ -186,6 +190,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         "n0",
         "eot_samples",
         "seed",
+        "precision",
+        "channels_last",
     ]
 
     def __init__(
@@ -209,6 +215,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         n0: int = 100,
         eot_samples: int | None = None,
         seed: int | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
     ) -> None:
         """
         Create a smoothed classifier.
@@ -235,6 +243,11 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
                0 selects it from the `n` estimation samples (the paper's protocol).
         :param eot_samples: Noise draws averaged in `loss_gradient` / `class_gradient` (default `sample_size`).
         :param seed: Seed of the noise; None draws fresh randomness.
+        :param precision: `"fp32"` (default) or `"bf16"`: run the model under `torch.autocast` in bfloat16 while
+               sampling (predict / certify). The counts are those of the bf16 model, so its certificates are sound
+               for the bf16 classifier, not for the fp32 one with the same weights: a choice of base classifier.
+        :param channels_last: Use the channels-last memory format for 4-D inputs while sampling (faster
+               convolutions on recent GPUs).
         """
         super().__init__(
             model=model,
@@ -257,6 +270,9 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         self.n0 = n0
         self.eot_samples = eot_samples
         self.seed = seed
+        self.precision = precision
+        self.channels_last = channels_last
+        self._auto_batch: int | None = None
         self._generators: dict[str, torch.Generator] = {}
         self._stream_generator: torch.Generator | None = None
         self._check_params()
@@ -283,6 +299,10 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
             self.eot_samples = check_int(self.eot_samples, "eot_samples", 1)
         if self.seed is not None:
             self.seed = check_int(self.seed, "seed", 0)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"`precision` must be one of {PRECISIONS}; got {self.precision!r}.")
+        if not isinstance(self.channels_last, bool):
+            raise TypeError("`channels_last` must be a bool.")
         if self.nb_classes < 2:
             raise ValueError(f"`nb_classes` must be >= 2; got {self.nb_classes}.")
         if not self.all_framework_preprocessing:
@@ -292,6 +312,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
             )
         self._generators = {}
         self._stream_generator = None
+        self._auto_batch = None
 
     @property
     def norm(self) -> int:
@@ -418,8 +439,10 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         :return: Counts of shape `(N, nb_classes)`, int64.
         """
         self._model.eval()
+        if self.channels_last:
+            self._model.to(memory_format=torch.channels_last)
         k = self.nb_classes
-        device = self._device
+        device = torch.device(self._device)
         block = min(n, batch_size)
         blocks_per_example = -(-n // block)
         blocks_per_batch = max(1, batch_size // block)
@@ -450,7 +473,10 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
                 else:
                     fill_noise(batch, self.noise, float(self.scale), shared)
                 batch += x_dev.index_select(0, example_of_copy)
-                logits = self._logits(batch)
+                if self.channels_last and batch.ndim == 4:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                    logits = self._logits(batch)
                 finite &= torch.isfinite(logits).all()
                 pred = logits.argmax(dim=1)
                 counts.scatter_add_(0, example_of_copy * k + pred, torch.ones_like(pred))
@@ -462,6 +488,35 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
                 raise ValueError("the model returned NaN or inf logits on noisy inputs: no certificate can be issued.")
             counts_all[start:end] = counts.view(end - start, k).cpu().numpy()
         return counts_all
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        """
+        The batch size to sample with: the given one, or an automatic one.
+
+        Automatic: :data:`CPU_BATCH_SIZE` on the CPU; on a GPU the largest power of two (64 to 16384) whose noisy
+        batch needs at most half of the free device memory, measured once with a probe batch of 64.
+
+        :param batch_size: The requested batch size, or None.
+        :return: The batch size.
+        """
+        if batch_size is not None:
+            return check_int(batch_size, "batch_size", 1)
+        if self._auto_batch is None:
+            device = torch.device(self._device)
+            if device.type != "cuda":
+                self._auto_batch = CPU_BATCH_SIZE
+            else:  # pragma: no cover - needs a GPU
+                torch.cuda.synchronize(device)
+                free, _ = torch.cuda.mem_get_info(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                with torch.no_grad():
+                    self._logits(torch.zeros((64, *self.input_shape), device=device))
+                per_copy = max(1, (torch.cuda.max_memory_allocated(device) - base) // 64)
+                fit = int(0.5 * free // per_copy)
+                self._auto_batch = int(2 ** np.clip(np.floor(np.log2(max(fit, 64))), 6, 14))
+            logger.info("batch_size=None: using %d noisy copies per model call", self._auto_batch)
+        return self._auto_batch
 
     def _stream_gen(self) -> torch.Generator:
         """
@@ -477,7 +532,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
     def predict(  # type: ignore[override]
         self,
         x: np.ndarray | torch.Tensor,
-        batch_size: int = 1024,
+        batch_size: int | None = None,
         verbose: bool = False,
         is_abstain: bool = True,
         **kwargs: Any,
@@ -486,7 +541,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         The smoothed classifier (Algorithm 1 of Li et al.): class frequencies of `sample_size` noisy copies.
 
         :param x: Inputs of shape `(N, *input_shape)`.
-        :param batch_size: Noisy copies per model call.
+        :param batch_size: Noisy copies per model call (None: automatic, see `_batch_size`).
         :param verbose: Show a progress bar.
         :param is_abstain: Return a zero row where the two-sided binomial test of the top two counts does not reach
                `alpha` (Cohen et al.'s PREDICT); `False` always returns the frequencies.
@@ -495,8 +550,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         """
         if not isinstance(is_abstain, bool):
             raise TypeError("`is_abstain` must be a bool.")
-        batch_size = check_int(batch_size, "batch_size", 1)
         x_t = self._check_x(x)
+        batch_size = self._batch_size(batch_size)
         with tqdm(total=x_t.shape[0], desc="smoothed predict", unit="input", disable=not verbose) as bar:
             counts = self._sample_counts(x_t, self.sample_size, batch_size, progress=bar)
         freq = counts / float(self.sample_size)
@@ -512,7 +567,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         self,
         x: np.ndarray | torch.Tensor,
         n: int,
-        batch_size: int = 1024,
+        batch_size: int | None = None,
         n0: int | None = None,
         alpha: float | None = None,
         indices: np.ndarray | None = None,
@@ -537,8 +592,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         n = check_int(n, "n", 1)
         n0 = self.n0 if n0 is None else check_int(n0, "n0", 0)
         alpha = self.alpha if alpha is None else check_alpha(alpha)
-        batch_size = check_int(batch_size, "batch_size", 1)
         x_t = self._check_x(x)
+        batch_size = self._batch_size(batch_size)
         if indices is not None:
             indices = np.asarray(indices, dtype=np.int64)
             if indices.shape != (x_t.shape[0],):
@@ -573,7 +628,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         )
 
     def certify(  # type: ignore[override]
-        self, x: np.ndarray | torch.Tensor, n: int, batch_size: int = 1024, **kwargs: Any
+        self, x: np.ndarray | torch.Tensor, n: int, batch_size: int | None = None, **kwargs: Any
     ) -> tuple[np.ndarray, np.ndarray]:
         """
         Certified prediction and radius, as ART's `RandomizedSmoothingMixin.certify`: prediction -1 and radius 0
@@ -811,7 +866,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         The smoothing settings, as stored in checkpoints.
 
         :return: A dict of plain values (noise, scale, sample_size, alpha, bound, n0, eot_samples, seed,
-                 input_shape, nb_classes, clip_values).
+                 precision, channels_last, input_shape, nb_classes, clip_values).
         """
         return {
             "noise": self.noise,
@@ -822,6 +877,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
             "n0": int(self.n0),
             "eot_samples": self.eot_samples,
             "seed": self.seed,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
             "input_shape": list(self.input_shape),
             "nb_classes": int(self.nb_classes),
             "clip_values": None if self.clip_values is None else [float(v) for v in np.ravel(self.clip_values)[:2]],

@@ -117,7 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     certify.add_argument("--skip", type=int, default=1, help="certify every K-th example")
     certify.add_argument("--max", type=int, default=None, help="certify at most M examples")
-    certify.add_argument("--batch-size", type=int, default=1024, help="noisy copies per model call")
+    certify.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="noisy copies per model call (default: automatic, 256 on CPU, fitted to GPU memory)",
+    )
     certify.add_argument("--out", required=True, help="results file (TSV)")
     certify.add_argument("--resume", action="store_true", help="continue --out, skipping indices it holds")
     certify.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

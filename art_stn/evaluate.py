@@ -196,7 +196,7 @@ def certify_to_file(
     n: int,
     n0: int,
     alpha: float,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     meta: dict[str, Any] | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -217,7 +217,7 @@ def certify_to_file(
     :param n: Estimation samples per example.
     :param n0: Selection samples per example.
     :param alpha: Failure probability.
-    :param batch_size: Noisy copies per model call.
+    :param batch_size: Noisy copies per model call (None: the classifier's automatic choice).
     :param meta: Extra settings recorded in the file (and checked on resume).
     :param resume: Continue an existing file, skipping the indices it holds.
     :param overwrite: Replace an existing file.
@@ -230,7 +230,7 @@ def certify_to_file(
     from art_stn.confidence import check_alpha
 
     # Refuse bad settings before the results file is touched.
-    n, n0, batch_size = check_int(n, "n", 1), check_int(n0, "n0", 0), check_int(batch_size, "batch_size", 1)
+    n, n0, batch_size = check_int(n, "n", 1), check_int(n0, "n0", 0), classifier._batch_size(batch_size)
     alpha = check_alpha(alpha)
     if len(x) != len(y) or len(x) != len(indices):
         raise ValueError(f"`x`, `y` and `indices` must have one length; got {len(x)}, {len(y)}, {len(indices)}.")

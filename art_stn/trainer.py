@@ -59,8 +59,8 @@ class STNTrainer(Trainer):
     Loss per batch: `CE(f(x), y) + gamma * CE(softmax(f(x)), f(x + r))`, with `r` the classifier's noise (its kind
     and scale) drawn on the device. Gradients flow through both the clean and the noisy branch: the paper writes
     the objective as one loss minimised over the weights (stability training of Zheng et al. 2016), with no
-    stop-gradient on the clean softmax, so none is added here. The clean and noisy batches go through the model in
-    one concatenated forward pass (two forwards' work, one backward).
+    stop-gradient on the clean softmax, so none is added here. The clean and noisy batches take two forward passes
+    (batch-norm layers normalise each on its own) and one backward through both.
 
     `gamma=0` trains on noisy inputs only, `CE(f(x + r), y)` (Gaussian augmentation, Cohen et al.'s training and the
     paper's ablation), through the same code path.
@@ -130,8 +130,7 @@ class STNTrainer(Trainer):
         noisy = self._noisy(x, generator)
         if self.gamma == 0.0:
             return torch.nn.functional.cross_entropy(clf._logits(noisy), y)
-        logits = clf._logits(torch.cat([x, noisy]))
-        clean, noisy_logits = logits[: len(x)], logits[len(x) :]
+        clean, noisy_logits = clf._logits(x), clf._logits(noisy)
         stability = -(torch.softmax(clean, dim=1) * torch.log_softmax(noisy_logits, dim=1)).sum(dim=1).mean()
         return torch.nn.functional.cross_entropy(clean, y) + self.gamma * stability
 

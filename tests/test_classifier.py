@@ -257,3 +257,18 @@ def test_model_output_width_must_match_nb_classes():
     clf = STNClassifier(net, torch.nn.CrossEntropyLoss(), (1, 8, 8), 10, device_type="cpu")
     with pytest.raises(ValueError, match="nb_classes"):
         clf.predict(np.zeros((2, 1, 8, 8), dtype=np.float32))
+
+
+def test_bf16_channels_last_and_automatic_batch_size(digits_classifier, digits):
+    x = digits[0][:8]
+    fp32 = digits_classifier(seed=9).certify_report(x, n=200)
+    clf = digits_classifier(seed=9, precision="bf16", channels_last=True)
+    assert clf._batch_size(None) == 256  # the documented CPU default
+    bf16 = clf.certify_report(x, n=200)  # batch_size=None: automatic
+    # bf16 is another base classifier: certificates are its own, but close to fp32's on this easy model
+    assert np.mean(bf16.prediction == fp32.prediction) >= 0.75
+    assert clf.smoothing_settings()["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        digits_classifier(precision="fp16")
+    with pytest.raises(ValueError, match="batch_size"):
+        clf.certify(x, n=10, batch_size=0)

@@ -73,6 +73,7 @@ def test_non_finite_logits_are_refused():
         clf.loss_gradient(x, np.array([0, 1]))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_tampered_checkpoint_is_refused_without_running_its_code(tmp_path):
     marker = tmp_path / "pwned"
 
