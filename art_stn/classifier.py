@@ -90,6 +90,18 @@ def check_labels(y: np.ndarray | torch.Tensor, nb_classes: int, name: str = "y")
     return y_np.astype(np.int64)
 
 
+def _spans(total: int, per: int) -> list[tuple[int, int]]:
+    """
+    Cut `range(total)` into consecutive `(start, end)` spans of `max(1, per)` items (the last may be shorter).
+
+    :param total: Number of items.
+    :param per: Items per span.
+    :return: The spans.
+    """
+    per = max(1, per)
+    return [(s, min(s + per, total)) for s in range(0, total, per)]
+
+
 def _halve_batch_on_oom(sample_counts: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     """
     Retry a counting call `(self, x, n, batch_size, ..., progress=None)` with half the batch size whenever the
@@ -407,8 +419,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         :param n_inputs: Number of inputs.
         :return: `(start, end)` pairs.
         """
-        per = max(1, _MAX_CHUNK_FLOATS // max(1, int(np.prod(self.input_shape))))
-        return [(s, min(s + per, n_inputs)) for s in range(0, n_inputs, per)]
+        return _spans(n_inputs, _MAX_CHUNK_FLOATS // max(1, int(np.prod(self.input_shape))))
 
     @_halve_batch_on_oom
     @torch.no_grad()
@@ -671,8 +682,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         :param batch_size: Noisy copies per backward pass.
         :return: `(start, end)` pairs of inputs per backward pass.
         """
-        per = max(1, batch_size // draws)
-        return [(s, min(s + per, n_inputs)) for s in range(0, n_inputs, per)]
+        return _spans(n_inputs, batch_size // draws)
 
     def loss_gradient(  # type: ignore[override]
         self,

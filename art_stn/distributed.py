@@ -14,7 +14,6 @@ Outside `torchrun` (no `WORLD_SIZE` in the environment) everything runs as a sin
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +122,7 @@ def merge_shards(out: str | Path, world_size: int, remove: bool = False) -> Path
     :return: The merged file.
     :raises ValueError: when the shards disagree on their settings or columns, or hold an index twice.
     """
-    from art_stn.evaluate import RESULTS_MAGIC, read_results
+    from art_stn.evaluate import read_results, results_header
 
     out = Path(out)
     shards = [shard_path(out, r, world_size) for r in range(world_size)]
@@ -141,8 +140,7 @@ def merge_shards(out: str | Path, world_size: int, remove: bool = False) -> Path
         raise ValueError("the shards hold an example twice: were they written with different world sizes?")
     rows.sort(key=lambda kv: kv[0])
     tmp = out.with_name(out.name + ".tmp")
-    header = f"{RESULTS_MAGIC} {kind} {json.dumps(meta, sort_keys=True)}\n" + "\t".join(table) + "\n"
-    tmp.write_text(header + "".join(line + "\n" for _, line in rows), encoding="utf-8")
+    tmp.write_text(results_header(kind, meta, list(table)) + "".join(line + "\n" for _, line in rows), encoding="utf-8")
     tmp.replace(out)
     if remove:
         for s in shards:

@@ -19,6 +19,7 @@ __all__ = [
     "certify_to_file",
     "format_table",
     "read_results",
+    "results_header",
     "robust_accuracy_to_file",
     "summary_table",
 ]
@@ -104,6 +105,18 @@ def format_table(rows: dict[str, Sequence[float]], radii: Sequence[float], title
 RESULTS_MAGIC = "# art-stn"
 
 
+def results_header(kind: str, meta: dict[str, Any], columns: Sequence[str]) -> str:
+    """
+    The two header lines of a results file: `# art-stn <kind> <json settings>` and the tab-separated column names.
+
+    :param kind: `"certify"` or `"attack"`.
+    :param meta: The settings the rows depend on.
+    :param columns: The column names.
+    :return: The header, ending with a newline.
+    """
+    return f"{RESULTS_MAGIC} {kind} {json.dumps(meta, sort_keys=True)}\n" + "\t".join(columns) + "\n"
+
+
 def _open_results(
     path: Path, kind: str, meta: dict[str, Any], columns: list[str], resume: bool, overwrite: bool
 ) -> tuple[set[int], Any]:
@@ -141,7 +154,7 @@ def _open_results(
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the caller
     if handle.tell() == 0:
-        handle.write(f"{RESULTS_MAGIC} {kind} {json.dumps(meta, sort_keys=True)}\n" + "\t".join(columns) + "\n")
+        handle.write(results_header(kind, meta, columns))
         handle.flush()
     return done, handle
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,18 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _figure(curves: Mapping[str, Any]) -> tuple[Any, Any]:
+    """
+    Refuse an empty set of curves, then open a figure.
+
+    :param curves: The curves to plot.
+    :return: `(figure, axes)`.
+    """
+    if not curves:
+        raise ValueError("`curves` is empty: nothing to plot.")
+    return _pyplot().subplots(figsize=(6.4, 4.4), constrained_layout=True)
 
 
 def _finish(fig, ax, xlabel: str, ylabel: str, title: str, out: str | Path) -> Path:
@@ -56,10 +69,7 @@ def plot_certified_accuracy(
     :param title: Figure title.
     :return: The path written.
     """
-    if not curves:
-        raise ValueError("`curves` is empty: nothing to plot.")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    fig, ax = _figure(curves)
     styles = ["-", "--", "-.", ":"]
     for i, (name, (radii, acc)) in enumerate(curves.items()):
         ax.plot(radii, 100 * np.asarray(acc), styles[i % len(styles)], lw=2, label=name)
@@ -81,10 +91,7 @@ def plot_robust_accuracy(
     :param title: Figure title.
     :return: The path written.
     """
-    if not curves:
-        raise ValueError("`curves` is empty: nothing to plot.")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    fig, ax = _figure(curves)
     for name, (eps, acc) in curves.items():
         if len(acc) != len(eps):
             raise ValueError(f"curve {name!r} has {len(acc)} points for {len(eps)} attack sizes.")
