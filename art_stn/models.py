@@ -1,5 +1,6 @@
 """
-Base models: the paper's MNIST and CIFAR-10 CNNs, a small CNN for the 8x8 digits, and a CIFAR-size ResNet-18
+Base models: the paper's MNIST and CIFAR-10 CNNs (as its reference code, Bai-Li/STN-Code, `models/*.json`, has them),
+a small CNN for the 8x8 digits, smaller MNIST / CIFAR-10 CNNs of earlier art-stn versions, and a CIFAR-size ResNet-18
 (for benchmarks), with a registry by name used by the command line.
 """
 
@@ -11,7 +12,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "ModelSpec", "build_model", "cifar10_cnn", "digits_cnn", "mnist_cnn", "resnet18_cifar"]
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "build_model",
+    "cifar10_cnn",
+    "cifar10_vgg",
+    "digits_cnn",
+    "mnist_cnn",
+    "mnist_small_cnn",
+    "paper_optimizer",
+    "resnet18_cifar",
+]
 
 
 def digits_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
@@ -36,9 +48,53 @@ def digits_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     )
 
 
+def _init_weights(model: nn.Module, init: str) -> nn.Module:
+    """
+    Initialise convolution and dense weights as Keras did in the reference code, biases to zero.
+
+    :param model: The model.
+    :param init: `"glorot_uniform"` (Keras' default) or `"he_normal"`.
+    :return: The model.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if init == "glorot_uniform":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    return model
+
+
 def mnist_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     """
-    The paper's MNIST model: two 3x3 conv layers of 64 filters, max-pooling, a 128-unit dense layer.
+    The paper's MNIST model, as its reference code has it (`models/modelA_mnist.json` of Bai-Li/STN-Code):
+    Conv(64, 5x5) - ReLU - Conv(64, 5x5) - ReLU - Dropout(0.25) - Flatten - Dense(128) - ReLU - Dropout(0.5) -
+    Dense(10), valid padding, Glorot-uniform weights and zero biases (Keras' defaults). 3.3 million parameters.
+
+    :param num_classes: Number of classes.
+    :param in_channels: Input channels.
+    :return: The model (input `(N, in_channels, 28, 28)`, output logits).
+    """
+    model = nn.Sequential(
+        nn.Conv2d(in_channels, 64, 5),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 5),
+        nn.ReLU(),
+        nn.Dropout(0.25),
+        nn.Flatten(),
+        nn.Linear(64 * 20 * 20, 128),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(128, num_classes),
+    )
+    return _init_weights(model, "glorot_uniform")
+
+
+def mnist_small_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """
+    A smaller MNIST CNN (art-stn's `mnist-cnn` before 0.2): two 3x3 conv layers of 64 filters, max-pooling, a
+    128-unit dense layer.
 
     :param num_classes: Number of classes.
     :param in_channels: Input channels.
@@ -57,10 +113,43 @@ def mnist_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     )
 
 
+def _same_max_pool() -> nn.Sequential:
+    """
+    Keras' `MaxPooling2D(pool_size=3, strides=2, padding="same")`: pad one row and column at the bottom and right
+    (with -inf, which max-pooling ignores), then pool 3x3 with stride 2; 32 -> 16 -> 8.
+
+    :return: The pooling layer.
+    """
+    return nn.Sequential(nn.ConstantPad2d((0, 1, 0, 1), float("-inf")), nn.MaxPool2d(3, 2))
+
+
 def cifar10_cnn(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """
-    The paper's CIFAR-10 model: seven 3x3 conv layers (64, 64 | 128, 128 | 256, 256, 256 filters) with batch
-    normalisation and max-pooling after each group, then a 256-unit dense layer.
+    The paper's CIFAR-10 model, as its reference code has it (`models/modelA_cifar10.json` of Bai-Li/STN-Code):
+    seven convolutions with "same" padding and ELU activations, Conv(96, 5x5) - Conv(96, 1x1) - MaxPool(3, stride 2)
+    - Dropout(0.5) - Conv(192, 5x5) - Conv(192, 1x1) - MaxPool(3, stride 2) - Dropout(0.5) - Conv(256, 3x3) -
+    Conv(256, 1x1) - Conv(10, 1x1) - global average pooling; He-normal weights, zero biases. The reference code also
+    puts an L2 penalty of 1e-4 on every kernel: :func:`paper_optimizer` applies it.
+
+    :param num_classes: Number of classes.
+    :param in_channels: Input channels.
+    :return: The model (input `(N, in_channels, 32, 32)`, output logits).
+    """
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for i, (width, kernel) in enumerate(((96, 5), (96, 1), (192, 5), (192, 1), (256, 3), (256, 1))):
+        layers += [nn.Conv2d(channels, width, kernel, padding=kernel // 2), nn.ELU()]
+        channels = width
+        if i in (1, 3):
+            layers += [_same_max_pool(), nn.Dropout(0.5)]
+    layers += [nn.Conv2d(channels, num_classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return _init_weights(nn.Sequential(*layers), "he_normal")
+
+
+def cifar10_vgg(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """
+    A VGG-style CIFAR-10 CNN (art-stn's `cifar10-cnn` before 0.2): seven 3x3 conv layers (64, 64 | 128, 128 | 256,
+    256, 256 filters) with batch normalisation and max-pooling after each group, then a 256-unit dense layer.
 
     :param num_classes: Number of classes.
     :param in_channels: Input channels.
@@ -131,17 +220,23 @@ class ModelSpec:
     :param builder: Function `(num_classes, in_channels) -> nn.Module`.
     :param input_shape: The input shape it expects.
     :param description: One line for `--help`.
+    :param kernel_l2: Coefficient of the reference code's L2 penalty `kernel_l2 * sum(w^2)` on the kernels (0: none).
     """
 
     builder: Callable[..., nn.Module]
     input_shape: tuple[int, ...]
     description: str
+    kernel_l2: float = 0.0
 
 
 MODELS: dict[str, ModelSpec] = {
     "digits-cnn": ModelSpec(digits_cnn, (1, 8, 8), "small CNN for the 8x8 scikit-learn digits"),
-    "mnist-cnn": ModelSpec(mnist_cnn, (1, 28, 28), "the paper's MNIST CNN (2 conv of 64, dense 128)"),
-    "cifar10-cnn": ModelSpec(cifar10_cnn, (3, 32, 32), "the paper's CIFAR-10 CNN (7 conv, max-pooling)"),
+    "mnist-cnn": ModelSpec(mnist_cnn, (1, 28, 28), "the paper's MNIST CNN (2 conv 5x5 of 64, dropout, dense 128)"),
+    "mnist-small-cnn": ModelSpec(mnist_small_cnn, (1, 28, 28), "a smaller MNIST CNN (2 conv 3x3, max-pool)"),
+    "cifar10-cnn": ModelSpec(
+        cifar10_cnn, (3, 32, 32), "the paper's CIFAR-10 CNN (7 conv, ELU, global average pooling)", kernel_l2=1e-4
+    ),
+    "cifar10-vgg": ModelSpec(cifar10_vgg, (3, 32, 32), "a VGG-style CIFAR-10 CNN (7 conv 3x3, batch norm)"),
     "resnet18-cifar": ModelSpec(resnet18_cifar, (3, 32, 32), "ResNet-18 for 32x32 inputs"),
 }
 
@@ -159,3 +254,24 @@ def build_model(name: str, num_classes: int = 10) -> nn.Module:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}.")
     spec = MODELS[name]
     return spec.builder(num_classes=num_classes, in_channels=spec.input_shape[0])
+
+
+def paper_optimizer(model: nn.Module, name: str, lr: float = 1e-3) -> torch.optim.Adam:
+    """
+    The reference code's optimizer for a registered model: Adam at a fixed learning rate, with the model's Keras-style
+    L2 penalty on the kernels (`kernel_l2 * sum(w^2)` in the loss is `weight_decay = 2 * kernel_l2` on the kernels
+    of an Adam with coupled decay; biases are not penalised).
+
+    :param model: The model built by :func:`build_model`.
+    :param name: Its registry name.
+    :param lr: The learning rate (1e-3 in the reference code).
+    :return: The optimizer.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}.")
+    decay = 2 * MODELS[name].kernel_l2
+    if decay == 0:
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    kernels = [p for p in model.parameters() if p.ndim > 1]
+    others = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.Adam([{"params": kernels, "weight_decay": decay}, {"params": others}], lr=lr)

@@ -65,6 +65,10 @@ class STNTrainer(Trainer):
     `gamma=0` trains on noisy inputs only, `CE(f(x + r), y)` (Gaussian augmentation, Cohen et al.'s training and the
     paper's ablation), through the same code path.
 
+    `detach_target=True` is the reference code's variant (Bai-Li/STN-Code): the clean softmax is a fixed target of
+    the stability term (no gradient flows through it), so the term only pulls the noisy prediction towards the clean
+    one. The default, `False`, is the paper's formula.
+
     Each epoch draws its data order and noise from streams seeded by `(seed, epoch)`, so a run resumed from an
     epoch checkpoint reproduces the unbroken run.
 
@@ -75,7 +79,12 @@ class STNTrainer(Trainer):
     """
 
     def __init__(
-        self, classifier: STNClassifier, gamma: float = 1.0, seed: int = 0, metadata: dict[str, Any] | None = None
+        self,
+        classifier: STNClassifier,
+        gamma: float = 1.0,
+        seed: int = 0,
+        metadata: dict[str, Any] | None = None,
+        detach_target: bool = False,
     ) -> None:
         """
         Create a trainer.
@@ -85,6 +94,8 @@ class STNTrainer(Trainer):
         :param seed: Seed of the data order and the training noise.
         :param metadata: Plain values stored in every checkpoint (the command line stores the model's registry
                name and the data set, so that `STNClassifier.load(path)` can rebuild the model).
+        :param detach_target: Stop the gradient through the clean softmax in the stability term (the reference code's
+               variant); False (default) is the paper's formula.
         """
         if not isinstance(classifier, STNClassifier):
             raise TypeError(f"`classifier` must be an art_stn.STNClassifier; got {type(classifier).__name__}.")
@@ -92,11 +103,14 @@ class STNTrainer(Trainer):
             raise TypeError("`gamma` must be a number >= 0.")
         if not math.isfinite(gamma) or gamma < 0:
             raise ValueError(f"`gamma` must be finite and >= 0; got {gamma!r}.")
+        if not isinstance(detach_target, bool):
+            raise TypeError("`detach_target` must be a bool.")
         if classifier.optimizer is None:
             raise ValueError("the classifier has no optimizer: pass `optimizer=` to STNClassifier to train it.")
         super().__init__(classifier)
         self.gamma = float(gamma)
         self.seed = int(seed)
+        self.detach_target = detach_target
         self.metadata = dict(metadata or {})
         self.history: list[dict[str, float]] = []
 
@@ -131,7 +145,10 @@ class STNTrainer(Trainer):
         if self.gamma == 0.0:
             return torch.nn.functional.cross_entropy(clf._logits(noisy), y)
         clean, noisy_logits = clf._logits(x), clf._logits(noisy)
-        stability = -(torch.softmax(clean, dim=1) * torch.log_softmax(noisy_logits, dim=1)).sum(dim=1).mean()
+        target = torch.softmax(clean, dim=1)
+        if self.detach_target:
+            target = target.detach()
+        stability = -(target * torch.log_softmax(noisy_logits, dim=1)).sum(dim=1).mean()
         return torch.nn.functional.cross_entropy(clean, y) + self.gamma * stability
 
     def _generator(self, epoch: int, purpose: int) -> torch.Generator:
@@ -193,6 +210,7 @@ class STNTrainer(Trainer):
             "smoothing": clf.smoothing_settings(),
             "epoch": int(epoch),
             "gamma": self.gamma,
+            "detach_target": self.detach_target,
             "seed": self.seed,
             "optimizer_state": clf.optimizer.state_dict(),
             "scheduler_state": None if scheduler is None else scheduler.state_dict(),

@@ -73,6 +73,6 @@ def test_missing_data_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="val"):
         load_imagenet(tmp_path)
     with pytest.raises(ValueError, match="data folder"):
-        load_dataset("mnist", None)
+        load_dataset("cifar10", None)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("svhn", tmp_path)
