@@ -16,6 +16,7 @@ __all__ = [
     "ATTACKS",
     "certified_accuracy",
     "certified_accuracy_curve",
+    "certified_accuracy_difference",
     "certify_to_file",
     "format_table",
     "read_results",
@@ -82,6 +83,40 @@ def certified_accuracy_curve(
         max_radius = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     grid = np.linspace(0.0, max_radius, points)
     return grid, certified_accuracy(prediction, radius, labels, grid)
+
+
+def certified_accuracy_difference(
+    a: tuple[np.ndarray, np.ndarray],
+    b: tuple[np.ndarray, np.ndarray],
+    labels: np.ndarray,
+    radii: Sequence[float],
+    confidence: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Difference of certified accuracy between two classifiers certified on the same examples (e.g. STN minus its
+    ablation), with a paired confidence interval per radius.
+
+    Per example `d_i = correct_a(r) - correct_b(r)` in {-1, 0, 1}; the difference is `mean(d)` and the interval the
+    paired Wald interval `mean(d) +- z * sd(d) / sqrt(N)` (the examples, not the Monte Carlo noise, are the sample).
+
+    :param a: `(prediction, radius)` of the first classifier.
+    :param b: `(prediction, radius)` of the second, on the same examples in the same order.
+    :param labels: True labels.
+    :param radii: The radii.
+    :param confidence: Two-sided confidence level, in (0, 1).
+    :return: `(difference, lower, upper)`, one entry per radius (fractions).
+    """
+    from scipy.stats import norm
+
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"`confidence` must lie in (0, 1); got {confidence!r}.")
+    pa, ra, labels = _check(*a, labels)
+    pb, rb, _ = _check(*b, labels)
+    r = np.asarray(radii, dtype=np.float64)[:, None]
+    d = ((pa == labels) & (ra >= r)).astype(np.float64) - ((pb == labels) & (rb >= r)).astype(np.float64)
+    mean = d.mean(axis=1)
+    half = norm.ppf(0.5 + confidence / 2) * d.std(axis=1, ddof=1) / np.sqrt(max(d.shape[1], 1))
+    return mean, mean - half, mean + half
 
 
 def format_table(rows: dict[str, Sequence[float]], radii: Sequence[float], title: str = "radius") -> str:
