@@ -871,6 +871,71 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
             **settings,
         )
 
+    @classmethod
+    def from_estimator(
+        cls,
+        estimator: PyTorchClassifier,
+        noise: str | None = None,
+        scale: float | None = None,
+        loss: torch.nn.modules.loss._Loss | None = None,
+        **smoothing: Any,
+    ) -> STNClassifier:
+        """
+        A smoothed classifier around the model of an existing ART `PyTorchClassifier`: Renyi / Cohen / Laplace
+        certificates and noise-averaged attacks for a model that ART trained, e.g. with
+        `PyTorchRandomizedSmoothing.fit`, `PyTorchMACER`, `PyTorchSmoothAdv` or `PyTorchSmoothMix`.
+
+        The new classifier shares the estimator's model (the same `torch.nn.Module`, not a copy), device, loss,
+        optimizer, input shape, classes, clip values, preprocessing and pre- and postprocessing defences. Smoothing
+        settings the estimator has (`scale`, `sample_size`, `alpha` of ART's smoothing estimators; every setting of
+        an `STNClassifier`) are the defaults; keyword arguments override them.
+
+        :param estimator: An ART `PyTorchClassifier` (or a subclass, including ART's randomized-smoothing
+               estimators and `STNClassifier`).
+        :param noise: `"gaussian"` or `"laplace"` (default: the estimator's noise, else `"gaussian"`).
+        :param scale: Noise scale (default: the estimator's `scale`; required when it has none).
+        :param loss: The loss of `loss_gradient` (default: the estimator's loss).
+        :param smoothing: Other constructor arguments: `sample_size`, `alpha`, `bound`, `n0`, `eot_samples`, `seed`,
+               `precision`, `channels_last`.
+        :return: The smoothed classifier.
+        :raises TypeError: if `estimator` is not an ART `PyTorchClassifier` or `smoothing` names an unknown argument.
+        :raises ValueError: if no `scale` is given and the estimator has none.
+        """
+        if not isinstance(estimator, PyTorchClassifier):
+            raise TypeError(f"`estimator` must be an ART PyTorchClassifier; got {type(estimator).__name__}.")
+        names = ("sample_size", "alpha", "bound", "n0", "eot_samples", "seed", "precision", "channels_last")
+        unknown = sorted(set(smoothing) - set(names))
+        if unknown:
+            raise TypeError(f"from_estimator() got unknown smoothing argument(s) {unknown}; choose from {names}.")
+        own_noise = getattr(estimator, "noise", None)
+        settings = {k: getattr(estimator, k) for k in names if hasattr(estimator, k)}
+        if noise is not None and noise != own_noise:
+            settings.pop("bound", None)  # the estimator's bound belongs to its own noise
+        settings.update(smoothing)
+        if scale is None:
+            scale = getattr(estimator, "scale", None)
+            if scale is None:
+                raise ValueError("`scale` is required: the estimator has no noise scale of its own.")
+        clf = cls(
+            model=estimator.model,
+            loss=estimator.loss if loss is None else loss,
+            input_shape=tuple(estimator.input_shape),
+            nb_classes=estimator.nb_classes,
+            optimizer=estimator.optimizer,
+            channels_first=estimator.channels_first,
+            clip_values=estimator.clip_values,
+            preprocessing_defences=estimator.preprocessing_defences,
+            postprocessing_defences=estimator.postprocessing_defences,
+            preprocessing=estimator.preprocessing,
+            device_type=estimator.device_type,
+            noise=noise or own_noise or "gaussian",
+            scale=float(scale),
+            **settings,
+        )
+        clf._device = estimator.device  # the same device, e.g. "cuda:1" (the constructor picks the current one)
+        clf._model.to(clf._device)
+        return clf
+
     def smoothing_settings(self) -> dict[str, Any]:
         """
         The smoothing settings, as stored in checkpoints.

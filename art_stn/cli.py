@@ -177,7 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attack.add_argument("--checkpoint", required=True)
     _data_args(attack)
-    attack.add_argument("--attack", choices=("pgd-l2", "pgd-linf", "cw-l2", "boundary", "transfer"), default="pgd-l2")
+    attack.add_argument(
+        "--attack",
+        choices=("pgd-l2", "pgd-linf", "cw-l2", "boundary", "transfer", "autoattack"),
+        default="pgd-l2",
+        help="autoattack: APGD-CE + APGD-DLR with EoT gradients (L2; needs art-stn[attacks])",
+    )
     attack.add_argument("--eps", default="0.5,1,1.5,2", help="comma-separated attack sizes")
     attack.add_argument("--eot-samples", type=int, default=None, help="noise draws per gradient")
     attack.add_argument("--sample-size", type=int, default=None, help="noise draws of the smoothed prediction")

@@ -344,7 +344,7 @@ def certify_to_file(
     return out
 
 
-ATTACKS = ("pgd-l2", "pgd-linf", "cw-l2", "boundary", "transfer")
+ATTACKS = ("pgd-l2", "pgd-linf", "cw-l2", "boundary", "transfer", "autoattack")
 
 
 def robust_accuracy_to_file(
@@ -372,6 +372,8 @@ def robust_accuracy_to_file(
       when the attack changed its prediction with an L2 perturbation <= eps.
     - `transfer`: PGD-L2 crafted on `source` (an ART classifier, e.g. a PGD-trained base model) and tested on the
       smoothed classifier.
+    - `autoattack`: ART's AutoAttack with APGD-CE and APGD-DLR in EoT form (L2, :func:`art_stn.attacks.eot_autoattack`,
+      `max_iter` iterations each); needs `pip install art-stn[attacks]`.
 
     An example is robust at a size when the smoothed prediction (with abstention; abstaining counts as wrong) of
     the perturbed input is its label. Columns: `eps accuracy clean_accuracy examples mean_perturbation seconds`.
@@ -441,6 +443,11 @@ def robust_accuracy_to_file(
                 norm = np.inf if attack == "pgd-linf" else 2
                 if e == 0:
                     x_adv = x
+                elif attack == "autoattack":
+                    from art_stn.attacks import eot_autoattack
+
+                    art_attack = eot_autoattack(classifier, norm=2, eps=e, max_iter=max_iter, batch_size=batch_size)
+                    x_adv = art_attack.generate(x, y=y).astype(np.float32)
                 else:
                     art_attack = ProjectedGradientDescent(
                         target,

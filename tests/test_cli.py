@@ -320,3 +320,14 @@ def test_boundary_attack_and_resume_of_attack_results(checkpoint, tmp_path, caps
     assert [line.split("\t")[0] for line in data_lines(out)] == ["0.5", "2"]
     assert call(capsys, *args[:-3], "--out", out, "--resume", "--quiet")[0] == 0  # nothing left to do
     assert len(data_lines(out)) == 2
+
+
+def test_autoattack_with_eot(checkpoint, tmp_path):
+    out = tmp_path / "aa.tsv"
+    args = ["attack", "--checkpoint", checkpoint, "--attack", "autoattack", "--eps", "0,1.5", "--max", "20"]
+    result = run(*args, "--eot-samples", "8", "--sample-size", "64", "--max-iter", "5", "--out", out, "--quiet")
+    assert "autoattack robust accuracy" in result.stdout
+    rows = [line.split("\t") for line in data_lines(out)]
+    assert [r[0] for r in rows] == ["0", "1.5"] and '"attack": "autoattack"' in out.read_text()
+    clean, attacked = float(rows[0][1]), float(rows[1][1])
+    assert attacked < clean and float(rows[1][4]) <= 1.5 + 1e-5  # mean L2 perturbation within eps

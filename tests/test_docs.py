@@ -44,3 +44,9 @@ def test_guide_covers_the_topics():
         "Distributed runs",
     ):
         assert f"## {heading}" in text
+
+
+def test_guide_covers_the_ecosystem():
+    text = (ROOT / "docs" / "guide.md").read_text()
+    for heading in ("Certify a model trained by ART",):
+        assert f"## {heading}" in text

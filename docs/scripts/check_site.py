@@ -1,18 +1,21 @@
-"""
+r"""
 Render the built documentation in headless Chromium and check what a reader sees.
 
-Builds the site (`mkdocs build --strict`), serves it on 127.0.0.1, loads the Home and API pages in Debian's
-headless Chromium, checks that Home shows the quickstart and that the API page has the entries of the public
-names, and saves a screenshot of each page.
+Builds the site (`mkdocs build --strict`), serves it on 127.0.0.1, loads every page in Debian's headless Chromium
+and checks what its scripts left in the page: Home shows the quickstart, the API page has the entries of the public
+names, every formula is rendered by the site's own KaTeX (each `arithmatex` span holds a `.katex` element, the
+Theory page has rendered formulas, no `katex-error`), and no raw `\(` or `\[` is left in the visible text of any
+page (code blocks aside). It saves a screenshot of each page into `--out`.
 
 Usage: `python docs/scripts/check_site.py [--install] [--out DIR]` (`--install` runs `apt-get install chromium`
-when it is missing; root only).
+when it is missing; root only). CI keeps the screenshots in `ci-artifacts/screens/`.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import html.parser
 import http.server
 import os
 import shutil
@@ -32,7 +35,12 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--virtual-time-budget=15000",  # let the page's scripts (KaTeX) finish before the DOM is dumped
 ]
+#: Pages that must hold rendered formulas.
+MATH_PAGES = ("theory/index.html",)
+#: Raw TeX delimiters that must not survive rendering.
+RAW_TEX = ("\\(", "\\[")
 EXPECTED = {
     "index.html": ["Quickstart", "STNClassifier", "certify", "art-stn demo"],
     "api/index.html": [
@@ -42,8 +50,60 @@ EXPECTED = {
         "art_stn.confidence.top_two_bounds",
         "certify_report",
         "loss_gradient",
+        "from_estimator",
+        "art_stn.attacks.eot_autoattack",
     ],
 }
+
+
+class VisibleText(html.parser.HTMLParser):
+    """
+    The text a reader sees in a dumped DOM (no scripts, styles, code or KaTeX's hidden MathML copy), and counts of
+    the math elements: `arithmatex` spans, rendered `katex` elements and `katex-error` ones.
+    """
+
+    HIDDEN = {"script", "style", "pre", "code", "annotation", "noscript", "template"}
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[bool] = []  # per open element: whether it hides its content
+        self.text: list[str] = []
+        self.counts = {"arithmatex": 0, "katex": 0, "katex-error": 0}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:  # noqa: D102
+        classes = (dict(attrs).get("class") or "").split()
+        for name in self.counts:
+            self.counts[name] += name in classes
+        if tag not in self.VOID:
+            self.stack.append(tag in self.HIDDEN or "katex-mathml" in classes)
+
+    def handle_endtag(self, tag: str) -> None:  # noqa: D102
+        if tag not in self.VOID and self.stack:
+            self.stack.pop()
+
+    def handle_data(self, data: str) -> None:  # noqa: D102
+        if not any(self.stack):
+            self.text.append(data)
+
+
+def check_math(page: str, dom: str) -> list[str]:
+    """
+    :param page: The page's path in the site.
+    :param dom: Its DOM after the scripts ran.
+    :return: What is wrong with its formulas (empty when nothing is).
+    """
+    parser = VisibleText()
+    parser.feed(dom)
+    text, counts = "".join(parser.text), parser.counts
+    problems = [f"raw {tex!r} in the visible text" for tex in RAW_TEX if tex in text]
+    if counts["katex"] < counts["arithmatex"]:
+        problems.append(f"{counts['arithmatex']} formulas but {counts['katex']} rendered")
+    if counts["katex-error"]:
+        problems.append(f"{counts['katex-error']} KaTeX errors")
+    if page in MATH_PAGES and counts["katex"] == 0:
+        problems.append("no rendered formulas")
+    return problems
 
 
 def chromium(install: bool) -> str:
@@ -95,24 +155,29 @@ def main() -> int:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}/"
     failures = []
+    pages = sorted(str(p.relative_to(site)) for p in site.rglob("index.html") if "assets" not in p.parts)
     try:
-        for page, words in EXPECTED.items():
+        for page in pages:
+            words = EXPECTED.get(page, [])
             profile = tempfile.mkdtemp()
             common = [browser, *FLAGS, f"--user-data-dir={profile}"]
             dom = subprocess.run(
                 [*common, "--dump-dom", base + page], capture_output=True, text=True, timeout=120, check=True
             ).stdout
-            missing = [w for w in words if w not in dom]
-            shot = out / (page.replace("/", "_").replace(".html", "") + ".png")
+            problems = [f"missing {w!r}" for w in words if w not in dom] + check_math(page, dom)
+            shot = out / ((page.replace("/index.html", "") if page != "index.html" else "index") + ".png")
             subprocess.run(
                 [*common, "--window-size=1280,1600", f"--screenshot={shot}", base + page],
                 capture_output=True,
                 timeout=120,
                 check=True,
             )
-            status = "ok" if not missing and shot.stat().st_size > 10_000 else f"MISSING {missing}"
-            print(f"{page}: {len(dom):,} bytes of DOM, screenshot {shot} ({shot.stat().st_size:,} bytes): {status}")
-            if status != "ok":
+            if shot.stat().st_size <= 10_000:
+                problems.append("blank screenshot")
+            math = dom.count('class="katex"')
+            status = "ok" if not problems else "; ".join(problems)
+            print(f"{page}: {len(dom):,} bytes of DOM, {math} formulas, screenshot {shot}: {status}")
+            if problems:
                 failures.append(page)
     finally:
         server.shutdown()
