@@ -7,10 +7,12 @@ certificates, noise-averaged gradients for ART's attacks, and device-side Monte 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from art_stn.bounds import cohen_l2_radius, laplace_l1_radius, pixeldp_l2_radius, renyi_l2_radius
 from art_stn.confidence import abstain_pvalue, check_alpha, top_two_bounds
-from art_stn.noise import check_noise, fill_noise, stream_key
+from art_stn.noise import check_noise, fill_noise, fill_stream_noise, stream_block
 
 if TYPE_CHECKING:
     from art.defences.postprocessor import Postprocessor
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BOUNDS", "CertifyReport", "STNClassifier", "check_int", "check_labels"]
+__all__ = ["BOUNDS", "N0_ZERO_WARNING", "CertifyReport", "STNClassifier", "check_int", "check_labels"]
 
 #: The bounds that apply to each kind of noise (the first is the default).
 #: Numerical precisions of the sampling forward passes.
@@ -46,6 +48,12 @@ _RADIUS_FUNCTIONS = {
     "pixeldp": pixeldp_l2_radius,
     "laplace": laplace_l1_radius,
 }
+#: The warning of `certify` with `n0=0` (the paper's protocol: one sample set selects and bounds the top class).
+N0_ZERO_WARNING = (
+    "n0=0: the top class is selected from the same samples that bound it (the paper's protocol), so p1_lower and "
+    "p2_upper hold with probability below 1 - alpha near ties (simulated at alpha=0.05, n=100: 10% failures with "
+    "5 tied classes, 20% with 10). Use n0 > 0 (Cohen et al.'s protocol) for the stated guarantee."
+)
 # Upper limit on the floats of clean inputs moved to the device at once.
 _MAX_CHUNK_FLOATS = 1 << 25
 
@@ -285,6 +293,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         self.precision = precision
         self.channels_last = channels_last
         self._auto_batch: int | None = None
+        self._abstain = True
         self._generators: dict[str, torch.Generator] = {}
         self._stream_generator: torch.Generator | None = None
         self._check_params()
@@ -431,81 +440,110 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         indices: np.ndarray | None = None,
         purpose: int = 1,
         progress: tqdm | None = None,
+        soft: bool = False,
     ) -> np.ndarray:
         """
         Class counts of `n` noisy copies of every input: the Monte Carlo core of predict and certify.
 
-        Work is cut into blocks of `min(n, batch_size)` copies of one example; a batch holds as many whole blocks
-        as fit in `batch_size`, so copies of several examples share a model call when `n < batch_size`. Noise is
-        drawn on the device (from one stream per block when `seed` is set), counts accumulate on the device and
-        only they are copied back. When the device runs out of memory the whole call is retried with half the batch
-        size (certificates stay sound; with `seed` set they are those of the smaller batch size).
+        The copies of each example come in blocks of :func:`~art_stn.noise.stream_block` copies (a number that depends
+        on `n` and the input size only); batches of `batch_size` copies are cut from the sequence of blocks, so copies
+        of several examples share a model call and a block may span calls. With `seed` set each block's noise comes
+        from its own stream keyed by `(seed, purpose, index, block)`, so counts do not depend on the batch size (nor
+        on out-of-memory retries, which halve it). Noise is drawn on the device, counts accumulate there, and only
+        they are copied back.
 
         :param x: Clean inputs, shape `(N, *input_shape)`, on any device.
         :param n: Noisy copies per input.
         :param batch_size: Noisy copies per model call.
         :param indices: Global example indices keying the noise streams (default: positions in `x`).
-        :param purpose: 0 for top-class selection samples, 1 for estimation samples (separate streams).
+        :param purpose: 0 for top-class selection samples, 1 for estimation samples, 2 for `predict(logits=True)`
+               (separate streams).
         :param progress: Optional tqdm bar, advanced by the number of inputs finished.
-        :return: Counts of shape `(N, nb_classes)`, int64.
+        :param soft: Accumulate the softmax probabilities instead of the argmax counts.
+        :return: Counts of shape `(N, nb_classes)`, int64 (float64 sums of probabilities with `soft`).
         """
         self._model.eval()
         if self.channels_last:
             self._model.to(memory_format=torch.channels_last)
         k = self.nb_classes
         device = torch.device(self._device)
-        block = min(n, batch_size)
-        blocks_per_example = -(-n // block)
-        blocks_per_batch = max(1, batch_size // block)
+        shape = tuple(x.shape[1:])
+        block = stream_block(n, int(np.prod(shape)))
+        sizes = [block] * (n // block) + ([n % block] if n % block else [])
         seeded = self.seed is not None
         if indices is None:
             indices = np.arange(x.shape[0])
         shared = None if seeded else self._generator()
-        stream = self._stream_gen() if seeded else None
-        counts_all = np.zeros((x.shape[0], k), dtype=np.int64)
+        stream = self._stream_gen() if seeded and device.type != "cpu" else None
+        dtype = torch.float64 if soft else torch.int64
+        out = np.zeros((x.shape[0], k), dtype=np.float64 if soft else np.int64)
         finite = torch.ones((), dtype=torch.bool, device=device)  # checked once per chunk: no sync per batch
+        buf = torch.empty((min(batch_size, x.shape[0] * n), *shape), device=device)
+        owner = np.empty(len(buf), dtype=np.int64)  # chunk-local example of each copy in `buf`
+
+        def run(count: int, x_dev: torch.Tensor, acc: torch.Tensor) -> None:
+            # Add the clean inputs to the first `count` noise rows of `buf`, classify, accumulate into `acc`.
+            nonlocal finite
+            batch = buf[:count]
+            if not seeded:
+                fill_noise(batch, self.noise, float(self.scale), shared)
+            example = torch.from_numpy(owner[:count].copy()).to(device, non_blocking=True)
+            batch += x_dev.index_select(0, example)
+            if self.channels_last and batch.ndim == 4:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                logits = self._logits(batch)
+            finite &= torch.isfinite(logits).all()
+            if soft:
+                acc.index_add_(0, example, torch.softmax(logits.float(), dim=1).to(dtype))
+            else:
+                acc.view(-1).scatter_add_(0, example * k + logits.argmax(dim=1), torch.ones_like(example))
+
+        scale, seed = float(self.scale), self.seed
         for start, end in self._chunks(x.shape[0]):
             x_dev = x[start:end].to(device, non_blocking=True)
-            counts = torch.zeros((end - start) * k, dtype=torch.int64, device=device)
-            n_blocks = (end - start) * blocks_per_example
-            for b0 in range(0, n_blocks, blocks_per_batch):
-                blocks = np.arange(b0, min(b0 + blocks_per_batch, n_blocks))
-                example = blocks // blocks_per_example
-                inner = blocks % blocks_per_example
-                sizes = np.minimum(block, n - inner * block)
-                example_of_copy = torch.from_numpy(np.repeat(example, sizes)).to(device, non_blocking=True)
-                batch = torch.empty((int(sizes.sum()), *x.shape[1:]), device=device)
-                if seeded:
-                    offset = 0
-                    for ex, blk, size in zip(example, inner, sizes, strict=True):
-                        stream.manual_seed(stream_key(self.seed, purpose, int(indices[start + ex]), int(blk)))
-                        fill_noise(batch[offset : offset + size], self.noise, float(self.scale), stream)
-                        offset += size
-                else:
-                    fill_noise(batch, self.noise, float(self.scale), shared)
-                batch += x_dev.index_select(0, example_of_copy)
-                if self.channels_last and batch.ndim == 4:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                    logits = self._logits(batch)
-                finite &= torch.isfinite(logits).all()
-                pred = logits.argmax(dim=1)
-                counts.scatter_add_(0, example_of_copy * k + pred, torch.ones_like(pred))
-                if progress is not None:
-                    done = int(np.sum(inner + 1 == blocks_per_example))
-                    if done:
-                        progress.update(done)
+            acc = torch.zeros((end - start, k), dtype=dtype, device=device)
+            pos, complete = 0, 0  # copies waiting in `buf`; examples finished since the last progress update
+            for e in range(end - start):
+                index = int(indices[start + e])
+                for b, size in enumerate(sizes):
+                    noise = None
+                    if seeded and size <= len(buf) - pos:  # the whole block fits: draw it in place
+                        fill_stream_noise(buf[pos : pos + size], self.noise, scale, seed, purpose, index, b, stream)
+                    elif seeded:  # the block spans model calls: draw it whole, then cut it
+                        noise = torch.empty((size, *shape), device=device)
+                        fill_stream_noise(noise, self.noise, scale, seed, purpose, index, b, stream)
+                    done = 0
+                    while done < size:
+                        take = min(size - done, len(buf) - pos)
+                        if noise is not None:
+                            buf[pos : pos + take] = noise[done : done + take]
+                        owner[pos : pos + take] = e
+                        pos, done = pos + take, done + take
+                        if pos == len(buf):
+                            run(pos, x_dev, acc)
+                            pos = 0
+                            if progress is not None and complete:
+                                progress.update(complete)
+                                complete = 0
+                complete += 1
+            if pos:
+                run(pos, x_dev, acc)
+            if progress is not None and complete:
+                progress.update(complete)
             if not bool(finite):
                 raise ValueError("the model returned NaN or inf logits on noisy inputs: no certificate can be issued.")
-            counts_all[start:end] = counts.view(end - start, k).cpu().numpy()
-        return counts_all
+            out[start:end] = acc.cpu().numpy()
+        return out
 
     def _batch_size(self, batch_size: int | None) -> int:
         """
         The batch size to sample with: the given one, or an automatic one.
 
         Automatic: :data:`CPU_BATCH_SIZE` on the CPU; on a GPU the largest power of two (64 to 16384) whose noisy
-        batch needs at most half of the free device memory, measured once with a probe batch of 64.
+        batch needs at most half of the free device memory, measured once by :meth:`_probe_batch_size`. With `seed`
+        set the counts do not depend on the batch size, so processes that pick different sizes (torchrun ranks with
+        different free memory) still agree.
 
         :param batch_size: The requested batch size, or None.
         :return: The batch size.
@@ -520,14 +558,41 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
                 torch.cuda.synchronize(device)
                 free, _ = torch.cuda.mem_get_info(device)
                 torch.cuda.reset_peak_memory_stats(device)
-                base = torch.cuda.memory_allocated(device)
-                with torch.no_grad():
-                    self._logits(torch.zeros((64, *self.input_shape), device=device))
-                per_copy = max(1, (torch.cuda.max_memory_allocated(device) - base) // 64)
-                fit = int(0.5 * free // per_copy)
-                self._auto_batch = int(2 ** np.clip(np.floor(np.log2(max(fit, 64))), 6, 14))
+                peak = functools.partial(torch.cuda.max_memory_allocated, device)
+                self._auto_batch = self._probe_batch_size(free, peak)
             logger.info("batch_size=None: using %d noisy copies per model call", self._auto_batch)
         return self._auto_batch
+
+    def _probe_batch_size(self, free: int, peak_memory: Callable[[], int]) -> int:
+        """
+        Measure the device memory of one noisy copy with a probe batch of 64 zeros and size the batch from it.
+
+        The probe runs in eval mode (batch-norm statistics untouched) under the sampling precision and memory format;
+        every module's mode is restored afterwards.
+
+        :param free: Free device memory in bytes.
+        :param peak_memory: Returns the peak memory allocated so far, in bytes (reset before the call).
+        :return: The largest power of two (64 to 16384) whose batch needs at most half of `free`.
+        """
+        device = torch.device(self._device)
+        modes = [(module, module.training) for module in self._model.modules()]
+        self._model.eval()
+        try:
+            base = peak_memory()
+            probe = torch.zeros((64, *self.input_shape), device=device)
+            if self.channels_last and probe.ndim == 4:
+                probe = probe.contiguous(memory_format=torch.channels_last)
+            with (
+                torch.no_grad(),
+                torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"),
+            ):
+                self._logits(probe)
+            per_copy = max(1, (peak_memory() - base) // 64)
+        finally:
+            for module, mode in modes:
+                module.training = mode
+        fit = int(0.5 * free // per_copy)
+        return int(2 ** np.clip(np.floor(np.log2(max(fit, 64))), 6, 14))
 
     def _stream_gen(self) -> torch.Generator:
         """
@@ -545,24 +610,40 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         x: np.ndarray | torch.Tensor,
         batch_size: int | None = None,
         verbose: bool = False,
-        is_abstain: bool = True,
+        is_abstain: bool | None = None,
+        logits: bool = False,
         **kwargs: Any,
     ) -> np.ndarray:
         """
         The smoothed classifier (Algorithm 1 of Li et al.): class frequencies of `sample_size` noisy copies.
 
+        With `logits=True` (what ART's Carlini-Wagner attacks ask for) it returns instead the log of the
+        noise-averaged softmax, `log mean_i softmax(f(x + r_i))` over `eot_samples` draws, without abstention: the
+        function whose gradient :meth:`class_gradient` computes, so an attack's scores and gradients describe one
+        smooth function (frequencies are a step function of `x`).
+
         :param x: Inputs of shape `(N, *input_shape)`.
         :param batch_size: Noisy copies per model call (None: automatic, see `_batch_size`).
         :param verbose: Show a progress bar.
         :param is_abstain: Return a zero row where the two-sided binomial test of the top two counts does not reach
-               `alpha` (Cohen et al.'s PREDICT); `False` always returns the frequencies.
-        :param kwargs: ART's extra keyword arguments (e.g. `logits=True`, `training_mode`), accepted and ignored.
-        :return: Array of shape `(N, nb_classes)`, rows summing to 1 (or 0 where abstained), float32.
+               `alpha` (Cohen et al.'s PREDICT); `False` always returns the frequencies. None (the default): True,
+               except inside :meth:`without_abstention`.
+        :param logits: Return the log of the noise-averaged softmax (see above) instead of the frequencies.
+        :param kwargs: ART's other keyword arguments (e.g. `training_mode`), accepted and ignored.
+        :return: Array of shape `(N, nb_classes)`, float32: rows summing to 1 (or 0 where abstained), or log
+                 probabilities with `logits=True`.
         """
+        if is_abstain is None:
+            is_abstain = self._abstain
         if not isinstance(is_abstain, bool):
             raise TypeError("`is_abstain` must be a bool.")
         x_t = self._check_x(x)
         batch_size = self._batch_size(batch_size)
+        if logits:
+            draws = self._eot()
+            with tqdm(total=x_t.shape[0], desc="smoothed scores", unit="input", disable=not verbose) as bar:
+                sums = self._sample_counts(x_t, draws, batch_size, None, 2, progress=bar, soft=True)
+            return np.log(np.maximum(sums / draws, np.finfo(np.float32).tiny)).astype(np.float32)
         with tqdm(total=x_t.shape[0], desc="smoothed predict", unit="input", disable=not verbose) as bar:
             counts = self._sample_counts(x_t, self.sample_size, batch_size, progress=bar)
         freq = counts / float(self.sample_size)
@@ -573,6 +654,24 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
             if abstain.any():
                 logger.info("%d of %d prediction(s) abstained.", int(abstain.sum()), len(abstain))
         return freq.astype(np.float32)
+
+    @contextlib.contextmanager
+    def without_abstention(self) -> Iterator[STNClassifier]:
+        """
+        A context in which `predict` returns the smoothed frequencies without abstention unless asked otherwise.
+
+        ART's decision-based attacks (BoundaryAttack, HopSkipJump) and the success checks of the others take the
+        argmax of `predict`: an abstaining zero row would look like class 0 to them, adversarial for every other
+        class and never for class 0. Run attacks inside this context and count abstentions as errors afterwards
+        with `predict(..., is_abstain=True)`, as :func:`art_stn.evaluate.robust_accuracy_to_file` does.
+
+        :return: A context manager yielding the classifier.
+        """
+        previous, self._abstain = self._abstain, False
+        try:
+            yield self
+        finally:
+            self._abstain = previous
 
     def certify_report(
         self,
@@ -588,8 +687,9 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         Certify inputs and report counts, confidence bounds and the radius under every bound for the noise.
 
         With `n0 > 0` the top class is the most frequent in `n0` separate noisy copies (Cohen et al.); otherwise the
-        most frequent of the `n` estimation copies (the paper). `p1_lower` and `p2_upper` are one-sided
-        Clopper-Pearson bounds at `alpha / 2` each; an input is certified when `p1_lower > p2_upper`.
+        most frequent of the `n` estimation copies (the paper), which voids the `1 - alpha` coverage of the bounds
+        and warns (see :data:`N0_ZERO_WARNING`). `p1_lower` and `p2_upper` are one-sided Clopper-Pearson bounds at
+        `alpha / 2` each; an input is certified when `p1_lower > p2_upper`.
 
         :param x: Inputs of shape `(N, *input_shape)`.
         :param n: Number of noisy copies per input for the estimation, >= 1.
@@ -605,6 +705,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         alpha = self.alpha if alpha is None else check_alpha(alpha)
         x_t = self._check_x(x)
         batch_size = self._batch_size(batch_size)
+        if n0 == 0:
+            warnings.warn(N0_ZERO_WARNING, UserWarning, stacklevel=2)
         if indices is not None:
             indices = np.asarray(indices, dtype=np.int64)
             if indices.shape != (x_t.shape[0],):
@@ -777,6 +879,71 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         if isinstance(x, torch.Tensor):
             return grads.to(x.device)
         return grads.numpy()
+
+    def compute_loss(  # type: ignore[override]
+        self,
+        x: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor,
+        reduction: str = "none",
+        batch_size: int = 1024,
+        **kwargs: Any,
+    ) -> np.ndarray | torch.Tensor:
+        """
+        The noise-averaged loss `mean_i L(f(x + r_i), y)` over `eot_samples` draws per input: the function whose
+        gradient :meth:`loss_gradient` returns, so that attacks comparing loss values between steps (ART's AutoPGD)
+        and their gradients see one function. (ART's `PyTorchClassifier.compute_loss` would be the base model's loss
+        without noise.)
+
+        :param x: Inputs, numpy array or torch tensor.
+        :param y: Labels, indices or one-hot.
+        :param reduction: `"none"` (one loss per input), `"mean"` or `"sum"` over the inputs.
+        :param batch_size: Noisy copies per forward pass.
+        :param kwargs: Ignored extra keyword arguments.
+        :return: The loss, numpy or a (detached) tensor on `x`'s device as `x`.
+        """
+        if reduction not in ("none", "mean", "sum"):
+            raise ValueError(f"`reduction` must be 'none', 'mean' or 'sum'; got {reduction!r}.")
+        x_t = self._check_x(x)
+        labels = self._labels(y, x_t.shape[0])
+        draws = self._eot()
+        self._model.eval()
+        losses = torch.empty(x_t.shape[0], dtype=torch.float32)
+        previous, self._loss.reduction = self._loss.reduction, "none"
+        try:
+            with torch.no_grad():
+                for start, end in self._gradient_chunks(x_t.shape[0], draws, batch_size):
+                    x_dev = x_t[start:end].to(self._device)
+                    per_copy = self._loss(
+                        self._logits(self._noisy_copies(x_dev, draws)), labels[start:end].repeat_interleave(draws)
+                    )
+                    losses[start:end] = per_copy.float().view(end - start, draws).mean(dim=1).cpu()
+        finally:
+            self._loss.reduction = previous
+        result = losses if reduction == "none" else (losses.mean() if reduction == "mean" else losses.sum())
+        if isinstance(x, torch.Tensor):
+            return result.to(x.device)
+        return result.numpy()
+
+    def get_activations(  # type: ignore[override]
+        self,
+        x: np.ndarray | torch.Tensor,
+        layer: int | str | None = None,
+        batch_size: int = 128,
+        framework: bool = False,
+    ) -> np.ndarray | torch.Tensor:
+        """
+        The output of a layer of the base model for `x` itself, without noise, as in ART's `PyTorchClassifier` (and
+        ART's `PyTorchRandomizedSmoothing`). It is left unsmoothed on purpose: a layer of the smoothed classifier has
+        no activation of its own (the noise-averaged activation is not computed by any model), and the activations
+        of noisy copies are those of `x + r` for noise `r` drawn by the caller.
+
+        :param x: Inputs.
+        :param layer: Layer index or name (see `layer_names`).
+        :param batch_size: Batch size.
+        :param framework: Return the torch tensor instead of a numpy array.
+        :return: The activations, first dimension the number of inputs.
+        """
+        return super().get_activations(x, layer=layer, batch_size=batch_size, framework=framework)
 
     # ------------------------------------------------------------------------------------------------ training
     def fit(  # type: ignore[override]

@@ -122,7 +122,7 @@ def merge_shards(out: str | Path, world_size: int, remove: bool = False) -> Path
     :return: The merged file.
     :raises ValueError: when the shards disagree on their settings or columns, or hold an index twice.
     """
-    from art_stn.evaluate import read_results, results_header
+    from art_stn.evaluate import _complete_lines, read_results, results_header
 
     out = Path(out)
     shards = [shard_path(out, r, world_size) for r in range(world_size)]
@@ -133,7 +133,7 @@ def merge_shards(out: str | Path, world_size: int, remove: bool = False) -> Path
             raise ValueError(f"shard {s} has other settings or columns than {shards[0]}.")
     rows: list[tuple[float, str]] = []
     for s in shards:
-        lines = s.read_text(encoding="utf-8").splitlines()[2:]
+        lines = _complete_lines(s)[2:]
         rows += [(float(line.split("\t", 1)[0]), line) for line in lines if line.strip()]
     keys = [k for k, _ in rows]
     if len(set(keys)) != len(keys):

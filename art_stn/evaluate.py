@@ -4,6 +4,7 @@ Evaluation: certified accuracy at given radii and curves over radius, from certi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -138,6 +139,79 @@ def format_table(rows: dict[str, Sequence[float]], radii: Sequence[float], title
 
 # ------------------------------------------------------------------------------------------------ results files
 RESULTS_MAGIC = "# art-stn"
+#: Version of the seeded noise streams, recorded in results files: files written with other streams do not resume.
+NOISE_STREAMS = 2
+
+
+def _plain(value: Any) -> Any:
+    """
+    :param value: A setting (number, string, array, sequence, or another object).
+    :return: A JSON-able form of it (arrays as lists, other objects by type name).
+    """
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return type(value).__name__
+
+
+def _weights_sha256(model: Any) -> str:
+    """
+    SHA-256 of a model's `state_dict`: every entry's name, dtype, shape and bytes, in the `state_dict`'s order.
+
+    :param model: A torch module.
+    :return: The hex digest.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        digest.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()
+
+
+def _model_settings(classifier: Any) -> dict[str, Any]:
+    """
+    The settings of the classifier behind a results file, beyond its smoothing settings: a hash of the model's
+    weights, the sampling precision and memory format, ART's preprocessing, and the noise-stream version.
+
+    :param classifier: An :class:`~art_stn.STNClassifier`.
+    :return: Plain values for the file's header.
+    """
+    preprocessing = [
+        {"name": type(op).__name__, **{p: _plain(getattr(op, p, None)) for p in getattr(op, "params", [])}}
+        for op in classifier.preprocessing_operations
+    ]
+    return {
+        "model_sha256": _weights_sha256(classifier.model),
+        "precision": classifier.precision,
+        "channels_last": classifier.channels_last,
+        "preprocessing": preprocessing,
+        "noise_streams": NOISE_STREAMS,
+    }
+
+
+def _complete_lines(path: Path) -> list[str]:
+    """
+    The lines of a text file that end with a newline: a last line without one was cut short by a killed run (or a
+    write buffer flushed mid-line) and is left out, even when its fields happen to parse.
+
+    :param path: The file.
+    :return: The complete lines, without their newlines.
+    """
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    return lines if text.endswith("\n") or not lines else lines[:-1]
 
 
 def results_header(kind: str, meta: dict[str, Any], columns: Sequence[str]) -> str:
@@ -159,7 +233,8 @@ def _open_results(
     Open a results file for appending, after checking it can be written (before any work starts).
 
     A new file gets a first line `# art-stn <kind> <json settings>` and a tab-separated header. With `resume`, an
-    existing file must have the same kind, settings and columns; a last line cut short by a killed run is dropped.
+    existing file must have the same kind, settings and columns; a last line without its newline (cut short by a
+    killed run) is dropped, so its example is done again.
 
     :param path: The results file.
     :param kind: `"certify"` or `"attack"`.
@@ -175,10 +250,11 @@ def _open_results(
             old_meta, table, _ = read_results(path, expect=kind)
             mismatched = {k: (old_meta.get(k), v) for k, v in meta.items() if old_meta.get(k) != v}
             if mismatched:
-                raise ValueError(f"cannot resume {path}: its settings differ (file, now): {mismatched}.")
+                older = " (written by an older art-stn: start a new file)" if "noise_streams" in mismatched else ""
+                raise ValueError(f"cannot resume {path}: its settings differ (file, now): {mismatched}{older}.")
             if list(table) != columns:
                 raise ValueError(f"cannot resume {path}: its columns differ from {columns}.")
-            done = {round(float(v), 6) for v in table[columns[0]]}
+            done = {float(v) for v in table[columns[0]]}
             text = path.read_text()
             if not text.endswith("\n"):  # a killed run may leave half a line
                 path.write_text(text[: text.rfind("\n") + 1])
@@ -196,7 +272,8 @@ def _open_results(
 
 def read_results(path: str | Path, expect: str | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
     """
-    Read a results file written by `art-stn certify` or `art-stn attack`.
+    Read a results file written by `art-stn certify` or `art-stn attack`. A last line without its newline (the
+    half-written line of a killed run) is left out.
 
     :param path: The file.
     :param expect: The kind it must be (`"certify"` or `"attack"`), or None for either.
@@ -207,7 +284,7 @@ def read_results(path: str | Path, expect: str | None = None) -> tuple[dict[str,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"results file not found: {path}")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = _complete_lines(path)
     if len(lines) < 2 or not lines[0].startswith(RESULTS_MAGIC + " "):
         raise ValueError(f"{path} is not an art-stn results file (no '{RESULTS_MAGIC} <kind> {{...}}' first line).")
     try:
@@ -224,8 +301,6 @@ def read_results(path: str | Path, expect: str | None = None) -> tuple[dict[str,
             continue
         fields = line.split("\t")
         if len(fields) != len(columns):
-            if number == len(lines) and not path.read_text().endswith("\n"):
-                break  # the half-written last line of a killed run
             raise ValueError(f"{path}:{number}: expected {len(columns)} tab-separated fields, got {len(fields)}.")
         try:
             rows.append([float(f) for f in fields])
@@ -254,8 +329,10 @@ def certify_to_file(
     Certify examples and write one line per example as it is certified (flushed), resumably.
 
     Columns: `idx label predict radius radius_<bound>... p1_lower p2_upper count1 count2 correct seconds`. Each
-    example's noise comes from a stream keyed by the classifier's seed and its index, so a resumed run writes the
-    same lines as an unbroken one; a killed run loses at most the examples in flight.
+    example's noise comes from a stream keyed by the classifier's seed and its index (not by the batch size), so a
+    resumed run writes the same lines as an unbroken one; a killed run loses at most the examples in flight. The
+    header records the settings the rows depend on, including a SHA-256 of the model's weights, the precision, the
+    memory format and the preprocessing: resuming with anything else is refused.
 
     :param classifier: An :class:`~art_stn.STNClassifier` (with `seed` set for reproducible files).
     :param x: The inputs to certify.
@@ -304,7 +381,7 @@ def certify_to_file(
         "scale": float(classifier.scale),
         "bound": classifier.bound,
         "seed": classifier.seed,
-        "batch_size": int(batch_size),
+        **_model_settings(classifier),
         **(meta or {}),
     }
     out = Path(out)
@@ -375,8 +452,11 @@ def robust_accuracy_to_file(
     - `autoattack`: ART's AutoAttack with APGD-CE and APGD-DLR in EoT form (L2, :func:`art_stn.attacks.eot_autoattack`,
       `max_iter` iterations each); needs `pip install art-stn[attacks]`.
 
-    An example is robust at a size when the smoothed prediction (with abstention; abstaining counts as wrong) of
-    the perturbed input is its label. Columns: `eps accuracy clean_accuracy examples mean_perturbation seconds`.
+    The attacks see the smoothed scores without abstention (:meth:`~art_stn.STNClassifier.without_abstention`): an
+    abstaining zero row would look like class 0 to them. An example is robust at a size when its clean smoothed
+    prediction and that of the perturbed input are both its label, with abstention (abstaining counts as wrong),
+    for every attack. Columns: `eps accuracy clean_accuracy examples mean_perturbation seconds`. Sizes are written
+    with 6 significant digits and a resumed run skips the sizes whose written form is already in the file.
 
     :param classifier: The smoothed classifier under attack.
     :param x: Inputs.
@@ -411,12 +491,22 @@ def robust_accuracy_to_file(
         "max_iter": int(max_iter),
         "examples": len(x),
         "eot_samples": classifier._eot(),
+        "noise": classifier.noise,
+        "scale": float(classifier.scale),
+        "sample_size": int(classifier.sample_size),
+        "seed": classifier.seed,
+        **_model_settings(classifier),
         **(meta or {}),
     }
     out = Path(out)
     done, handle = _open_results(out, "attack", settings, columns, resume, overwrite)
-    clean_prob = classifier.predict(x, batch_size=1024)
-    clean_correct = (clean_prob.argmax(1) == y) & (clean_prob.sum(1) > 0)
+
+    def correct(inputs: np.ndarray) -> np.ndarray:
+        # The evaluation's view: the smoothed prediction with abstention, an abstention counting as wrong.
+        prob = classifier.predict(inputs, batch_size=1024, is_abstain=True)
+        return (prob.argmax(1) == y) & (prob.sum(1) > 0)
+
+    clean_correct = correct(x)
     unbounded = None
     if attack in ("cw-l2", "boundary"):
         began = time.perf_counter()
@@ -424,14 +514,14 @@ def robust_accuracy_to_file(
             art_attack = CarliniL2Method(classifier, max_iter=max_iter, batch_size=batch_size, verbose=verbose)
         else:
             art_attack = BoundaryAttack(classifier, targeted=False, max_iter=max_iter, verbose=verbose)
-        x_adv = art_attack.generate(x)
-        prob = classifier.predict(x_adv, batch_size=1024)
-        broken = (prob.argmax(1) != y) | (prob.sum(1) == 0)
+        with classifier.without_abstention():
+            x_adv = art_attack.generate(x)
+        broken = ~correct(x_adv)
         size = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)
         unbounded = (broken, size, time.perf_counter() - began)
     try:
         for e in eps:
-            if round(e, 6) in done:
+            if float(f"{e:.6g}") in done:
                 continue
             began = time.perf_counter()
             if unbounded is not None:
@@ -458,9 +548,9 @@ def robust_accuracy_to_file(
                         batch_size=batch_size,
                         verbose=False,
                     )
-                    x_adv = art_attack.generate(x, y=y).astype(np.float32)
-                prob = classifier.predict(x_adv, batch_size=1024)
-                robust = (prob.argmax(1) == y) & (prob.sum(1) > 0)
+                    with classifier.without_abstention():
+                        x_adv = art_attack.generate(x, y=y).astype(np.float32)
+                robust = clean_correct & correct(x_adv)
                 delta = (x_adv - x).reshape(len(x), -1)
                 mean_pert = float(np.mean(np.abs(delta).max(1) if norm == np.inf else np.linalg.norm(delta, axis=1)))
                 seconds = time.perf_counter() - began

@@ -192,7 +192,8 @@ class STNTrainer(Trainer):
     # ------------------------------------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | Path, epoch: int, scheduler: Any = None) -> Path:
         """
-        Write a checkpoint: model `state_dict`, smoothing settings, epoch, optimizer (and scheduler) state, history.
+        Write a checkpoint: model `state_dict`, smoothing settings, epoch, optimizer (and scheduler) state, history,
+        and the global random state that dropout draws from (so that a resumed run equals an unbroken one).
 
         Written to a temporary file then renamed, so a killed run never leaves a half-written checkpoint.
 
@@ -216,22 +217,58 @@ class STNTrainer(Trainer):
             "scheduler_state": None if scheduler is None else scheduler.state_dict(),
             "history": self.history,
             "metadata": self.metadata,
+            "rng_state": self._rng_state(),
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(ckpt, tmp)
         tmp.replace(path)
         return path
 
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        """
+        :return: The state of torch's global generators that dropout (and a user's `DataLoader` shuffling) draw
+                 from: the CPU generator and, on a CUDA device, that device's generator.
+        """
+        state = {"cpu": torch.get_rng_state()}
+        device = torch.device(self.classifier.device)
+        if device.type == "cuda":  # pragma: no cover - needs a GPU
+            state["cuda"] = torch.cuda.get_rng_state(device)
+        return state
+
+    def _check_resume_settings(self, ckpt: dict[str, Any], path: str | Path) -> None:
+        """
+        Refuse to continue a checkpoint trained under other noise, gamma or seed.
+
+        :param ckpt: The checkpoint.
+        :param path: Its file, for the message.
+        :raises ValueError: naming the settings that differ.
+        """
+        clf = self.classifier
+        smoothing = ckpt.get("smoothing", {})
+        stored = {"noise": smoothing.get("noise"), "scale": smoothing.get("scale"), "gamma": ckpt.get("gamma")}
+        stored["seed"] = ckpt.get("seed")
+        now = {"noise": clf.noise, "scale": float(clf.scale), "gamma": self.gamma, "seed": self.seed}
+        differ = {k: (stored[k], v) for k, v in now.items() if stored[k] is not None and stored[k] != v}
+        if differ:
+            names = ", ".join(differ)
+            raise ValueError(
+                f"cannot resume {path}: {names} differ (checkpoint, now): {differ}. Resume with the checkpoint's "
+                "settings or start a new run."
+            )
+
     def _resume(self, path: str | Path, scheduler: Any) -> int:
         """
-        Restore model, optimizer, scheduler and history from a checkpoint.
+        Restore model, optimizer, scheduler, history and the global random state from a checkpoint, after checking
+        that it was trained with the same noise, scale, gamma and seed.
 
         :param path: The checkpoint.
         :param scheduler: Optional LR scheduler to restore.
         :return: The first epoch still to run.
+        :raises ValueError: if the checkpoint does not fit the model or was trained with other settings.
         """
         clf = self.classifier
         ckpt = load_checkpoint(path)
+        self._check_resume_settings(ckpt, path)
         try:
             unwrap(clf.model).load_state_dict(ckpt["model_state"])
         except RuntimeError as err:
@@ -241,6 +278,11 @@ class STNTrainer(Trainer):
         if scheduler is not None and ckpt.get("scheduler_state") is not None:
             scheduler.load_state_dict(ckpt["scheduler_state"])
         self.history = list(ckpt.get("history", []))
+        rng = ckpt.get("rng_state") or {}
+        if "cpu" in rng:
+            torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.device(clf.device).type == "cuda":  # pragma: no cover - needs a GPU
+            torch.cuda.set_rng_state(rng["cuda"], torch.device(clf.device))
         return int(ckpt["epoch"]) + 1
 
     # ------------------------------------------------------------------------------------------------ training
@@ -306,7 +348,8 @@ class STNTrainer(Trainer):
     ) -> list[dict[str, float]]:
         """
         Train from a torch `DataLoader` (any iterable of `(x, y)` batches) or an ART `DataGenerator`, for data that
-        does not fit in memory.
+        does not fit in memory. A `DataLoader`'s `DistributedSampler` gets `set_epoch(epoch)` before every epoch (a
+        new order each epoch, as in PyTorch's DDP recipe). An ART `DataGenerator` needs its `size` (the epoch length).
 
         :param generator: The data source.
         :param nb_epochs: Total number of epochs.
@@ -317,20 +360,33 @@ class STNTrainer(Trainer):
         :param resume_from: Optional checkpoint to continue from.
         :param kwargs: Ignored.
         :return: The history.
+        :raises ValueError: for an ART `DataGenerator` without a `size`.
         """
         from art.data_generators import DataGenerator
 
         if isinstance(generator, DataGenerator):
-            steps = -(-generator.size // generator.batch_size) if generator.size else None
+            if not generator.size:
+                raise ValueError(
+                    "the DataGenerator has size=None, so an epoch has no length: give it `size` (the number of "
+                    "training examples) or pass the DataLoader itself."
+                )
+            steps = -(-generator.size // generator.batch_size)
 
             def batches(epoch: int) -> Iterable[tuple[Any, Any]]:
-                for _ in range(steps or 0):
+                for _ in range(steps):
                     yield generator.get_batch()
 
         elif isinstance(generator, Iterable):
             steps = len(generator) if hasattr(generator, "__len__") else None
+            samplers = [
+                getattr(generator, "sampler", None),
+                getattr(getattr(generator, "batch_sampler", None), "sampler", None),
+            ]
+            distributed = [s for s in samplers if isinstance(s, torch.utils.data.DistributedSampler)]
 
             def batches(epoch: int) -> Iterable[tuple[Any, Any]]:
+                for sampler in distributed[:1]:
+                    sampler.set_epoch(epoch)
                 yield from generator
 
         else:

@@ -76,7 +76,7 @@ def test_abstain_at_the_boundary_and_certify_signature():
     p = clf.predict(x)
     np.testing.assert_array_equal(p[0], [0.0, 0.0])
     assert p[1].sum() == pytest.approx(1.0)
-    p = clf.predict(x, is_abstain=False, logits=True, training_mode=False)
+    p = clf.predict(x, is_abstain=False, training_mode=False)
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
 
 
