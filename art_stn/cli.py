@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", required=True, help="checkpoint file written after every epoch")
     train.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=200,
+        help="also write --out every K batches inside an epoch, so a killed run loses at most K batches (default 200)",
+    )
     _common_args(train)
 
     certify = sub.add_parser(

@@ -158,6 +158,7 @@ def train(args: argparse.Namespace) -> None:
         verbose=not args.quiet,
         checkpoint=out,
         resume_from=resume_from,
+        checkpoint_every=args.checkpoint_every,
     )
     if history and is_main():
         last = history[-1]

@@ -20,7 +20,7 @@ from art.defences.trainer.trainer import Trainer
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from art_stn.classifier import STNClassifier, check_labels
+from art_stn.classifier import STNClassifier, check_int, check_labels
 from art_stn.distributed import barrier, is_main, unwrap
 from art_stn.noise import fill_noise
 
@@ -190,7 +190,9 @@ class STNTrainer(Trainer):
         return clean / len(x_t), noisy / len(x_t)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, path: str | Path, epoch: int, scheduler: Any = None) -> Path:
+    def save_checkpoint(
+        self, path: str | Path, epoch: int, scheduler: Any = None, partial: dict[str, Any] | None = None
+    ) -> Path:
         """
         Write a checkpoint: model `state_dict`, smoothing settings, epoch, optimizer (and scheduler) state, history,
         and the global random state that dropout draws from (so that a resumed run equals an unbroken one).
@@ -198,8 +200,10 @@ class STNTrainer(Trainer):
         Written to a temporary file then renamed, so a killed run never leaves a half-written checkpoint.
 
         :param path: Destination file.
-        :param epoch: The last completed epoch (0-based).
+        :param epoch: The last completed epoch (0-based; -1 before the first one ends).
         :param scheduler: Optional LR scheduler whose state is saved.
+        :param partial: Progress inside the next epoch (`fit(..., checkpoint_every=K)`): its index, the batches done,
+               the training-noise generator's state, the running loss sums and the seconds spent.
         :return: The path.
         """
         clf = self.classifier
@@ -218,6 +222,7 @@ class STNTrainer(Trainer):
             "history": self.history,
             "metadata": self.metadata,
             "rng_state": self._rng_state(),
+            "partial": partial,
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(ckpt, tmp)
@@ -278,6 +283,7 @@ class STNTrainer(Trainer):
         if scheduler is not None and ckpt.get("scheduler_state") is not None:
             scheduler.load_state_dict(ckpt["scheduler_state"])
         self.history = list(ckpt.get("history", []))
+        self._partial = ckpt.get("partial")
         rng = ckpt.get("rng_state") or {}
         if "cpu" in rng:
             torch.set_rng_state(rng["cpu"])
@@ -297,6 +303,7 @@ class STNTrainer(Trainer):
         verbose: bool = True,
         checkpoint: str | Path | None = None,
         resume_from: str | Path | None = None,
+        checkpoint_every: int | None = None,
         **kwargs: Any,
     ) -> list[dict[str, float]]:
         """
@@ -310,7 +317,11 @@ class STNTrainer(Trainer):
         :param scheduler: Optional LR scheduler, stepped after every epoch.
         :param verbose: Show progress bars with the running loss.
         :param checkpoint: Optional file written after every epoch.
-        :param resume_from: Optional checkpoint to continue from (its epoch + 1).
+        :param resume_from: Optional checkpoint to continue from (its epoch + 1, or the batch after the last one a
+               `checkpoint_every` checkpoint recorded).
+        :param checkpoint_every: Also write `checkpoint` every K batches inside an epoch, so that a killed run loses
+               at most K batches (the epoch's data order and noise are seeded, so the resumed run equals an unbroken
+               one); None: after every epoch only.
         :param kwargs: Ignored (ART compatibility).
         :return: The history: one dict per epoch (loss, accuracies, seconds).
         """
@@ -331,8 +342,18 @@ class STNTrainer(Trainer):
                 idx = order[s : s + batch_size]
                 yield x_t[idx], labels[idx]
 
+        if checkpoint_every is not None:
+            checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1)
         return self._train(
-            batches, -(-len(x_t) // batch_size), nb_epochs, validation_data, scheduler, verbose, checkpoint, resume_from
+            batches,
+            -(-len(x_t) // batch_size),
+            nb_epochs,
+            validation_data,
+            scheduler,
+            verbose,
+            checkpoint,
+            resume_from,
+            checkpoint_every,
         )
 
     def fit_generator(  # type: ignore[override]
@@ -403,6 +424,7 @@ class STNTrainer(Trainer):
         verbose: bool,
         checkpoint: str | Path | None,
         resume_from: str | Path | None,
+        checkpoint_every: int | None = None,
     ) -> list[dict[str, float]]:
         """
         The epoch loop shared by `fit` and `fit_generator`.
@@ -415,25 +437,37 @@ class STNTrainer(Trainer):
         :param verbose: Show progress bars.
         :param checkpoint: Optional checkpoint file.
         :param resume_from: Optional checkpoint to resume from.
+        :param checkpoint_every: Write a mid-epoch checkpoint every K batches (batches must be reproducible per
+               epoch, as `fit`'s are).
         :return: The history.
         """
         if isinstance(nb_epochs, bool) or not isinstance(nb_epochs, (int, np.integer)) or nb_epochs < 0:
             raise ValueError(f"`nb_epochs` must be an integer >= 0; got {nb_epochs!r}.")
         clf = self.classifier
+        self._partial = None
         start_epoch = self._resume(resume_from, scheduler) if resume_from is not None else 0
         if resume_from is None:
             self.history = []
+        partial, self._partial = self._partial, None
+        if partial is not None and partial["epoch"] != start_epoch:
+            partial = None
         verbose = verbose and is_main()
         with self._distributed_model():
             for epoch in range(start_epoch, nb_epochs):
                 began = time.perf_counter()
                 clf.model.train()
                 noise_gen = self._generator(epoch, 1)
-                total, seen = 0.0, 0
+                total, seen, skip = 0.0, 0, 0
+                if partial is not None and partial["epoch"] == epoch:  # continue inside the epoch
+                    noise_gen.set_state(partial["noise_state"])
+                    total, seen, skip = float(partial["total"]), int(partial["seen"]), int(partial["step"])
+                    began -= float(partial["seconds"])
                 bar = tqdm(
                     batches(epoch), total=steps, desc=f"epoch {epoch + 1}/{nb_epochs}", disable=not verbose, leave=False
                 )
-                for xb, yb in bar:
+                for step, (xb, yb) in enumerate(bar):
+                    if step < skip:
+                        continue
                     xb = clf._check_x(xb, name="x batch").to(clf.device)
                     yb = torch.from_numpy(check_labels(yb, clf.nb_classes)).to(clf.device)
                     clf.optimizer.zero_grad(set_to_none=True)
@@ -445,6 +479,18 @@ class STNTrainer(Trainer):
                     total += loss.item() * len(xb)
                     seen += len(xb)
                     bar.set_postfix(loss=f"{total / seen:.4f}")
+                    if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+                        state = {
+                            "epoch": epoch,
+                            "step": step + 1,
+                            "noise_state": noise_gen.get_state(),
+                            "total": total,
+                            "seen": seen,
+                            "seconds": time.perf_counter() - began,
+                        }
+                        if is_main():
+                            self.save_checkpoint(checkpoint, epoch - 1, scheduler, partial=state)
+                        barrier()
                 bar.close()
                 if scheduler is not None:
                     scheduler.step()

@@ -174,3 +174,56 @@ def test_bad_checkpoints(tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="not an art-stn checkpoint"):
         STNClassifier.load(tmp_path / "foreign.pt", model=digits_cnn())
+
+
+def test_mid_epoch_checkpoint_resumes_exactly_like_an_unbroken_run(split, tmp_path, monkeypatch):
+    """A run killed inside an epoch (after a `checkpoint_every` checkpoint) and resumed ends with the same weights,
+    history losses and noise as an unbroken run, dropout included."""
+    (x_tr, y_tr), _ = split
+    x_tr, y_tr = x_tr[:320], y_tr[:320]  # 10 batches of 32 per epoch
+
+    def make() -> STNClassifier:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.3), torch.nn.Linear(64, 10))
+        return STNClassifier(
+            model,
+            torch.nn.CrossEntropyLoss(),
+            (1, 8, 8),
+            10,
+            optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+            scale=0.3,
+            device_type="cpu",
+        )
+
+    unbroken = make()
+    ref = STNTrainer(unbroken, gamma=1.0, seed=5).fit(x_tr, y_tr, nb_epochs=2, batch_size=32, verbose=False)
+
+    killed, ckpt = make(), tmp_path / "mid.pt"
+    calls = {"n": 0}
+    original = STNTrainer.loss
+
+    def dies_in_epoch_two(self, x, y, generator):
+        calls["n"] += 1
+        if calls["n"] == 17:  # batch 7 of epoch 2, after the checkpoint written at batch 6
+            raise KeyboardInterrupt
+        return original(self, x, y, generator)
+
+    monkeypatch.setattr(STNTrainer, "loss", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        STNTrainer(killed, gamma=1.0, seed=5).fit(
+            x_tr, y_tr, nb_epochs=2, batch_size=32, verbose=False, checkpoint=ckpt, checkpoint_every=3
+        )
+    monkeypatch.setattr(STNTrainer, "loss", original)
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["epoch"] == 0 and saved["partial"]["epoch"] == 1 and saved["partial"]["step"] == 6
+    torch.manual_seed(123)  # the global RNG (dropout) must come from the checkpoint, not from here
+    resumed = make()
+    history = STNTrainer(resumed, gamma=1.0, seed=5).fit(
+        x_tr, y_tr, nb_epochs=2, batch_size=32, verbose=False, checkpoint=ckpt, resume_from=ckpt, checkpoint_every=3
+    )
+    for a, b in zip(params(unbroken), params(resumed), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [h["loss"] for h in history] == pytest.approx([h["loss"] for h in ref], rel=1e-6)
+    assert torch.load(ckpt, weights_only=True)["partial"] is None  # the end-of-epoch checkpoint clears it
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        STNTrainer(make(), gamma=1.0).fit(x_tr, y_tr, nb_epochs=1, checkpoint=ckpt, checkpoint_every=0)
