@@ -6,13 +6,15 @@ together with the noise scale, and returns an array of radii of the broadcast sh
 
 - :func:`renyi_l2_radius`: Theorem 2 of Li et al. (2019), Gaussian noise, L2 radius.
 - :func:`laplace_l1_radius`: Theorem 3 of Li et al. (2019), Laplace noise, L1 radius.
-- :func:`cohen_l2_radius`: Cohen et al. (2019), the tight L2 radius for Gaussian noise.
+- :func:`cohen_certify_l2_radius`: Cohen et al. (2019)'s CERTIFY, `sigma * Phi^-1(pA_lower)` (bound `"cohen"`).
+- :func:`cohen_l2_radius`: Cohen et al. (2019), Theorem 1 with both bounds, the tight L2 radius for Gaussian noise
+  given (p1, p2) (bound `"cohen-top2"`).
 - :func:`pixeldp_l2_radius`: PixelDP (Lecuyer et al. 2019), the baseline of Li et al.'s Appendix A.
 
-In all four, ``p1`` is (a lower bound on) the probability of the top class and ``p2`` (an upper bound on) that of
-the runner-up, with ``0 <= p2 <= p1`` and ``p1 + p2 <= 1``. The radius is 0 when ``p1 == p2`` and ``inf`` only in
-the degenerate case where the bound itself is infinite (e.g. ``p1 = 1``); Clopper-Pearson bounds from a finite
-number of samples never reach it.
+Except in :func:`cohen_certify_l2_radius`, ``p1`` is (a lower bound on) the probability of the top class and
+``p2`` (an upper bound on) that of the runner-up, with ``0 <= p2 <= p1`` and ``p1 + p2 <= 1``. The radius is 0 when
+``p1 == p2`` and ``inf`` only in the degenerate case where the bound itself is infinite (e.g. ``p1 = 1``);
+Clopper-Pearson bounds from a finite number of samples never reach it.
 
 | Paper link: https://arxiv.org/abs/1809.03113 (Li, Wang, Chen, Carin: Certified Adversarial Robustness with
   Additive Noise, NeurIPS 2019)
@@ -23,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtri
 
-__all__ = ["renyi_l2_radius", "laplace_l1_radius", "cohen_l2_radius", "pixeldp_l2_radius"]
+__all__ = ["renyi_l2_radius", "laplace_l1_radius", "cohen_certify_l2_radius", "cohen_l2_radius", "pixeldp_l2_radius"]
 
 _LOG2 = float(np.log(2.0))
 # Tolerance on p1 + p2 <= 1 for probabilities that went through floating-point arithmetic (e.g. 1 - p1_lower).
@@ -208,10 +210,12 @@ def laplace_l1_radius(p1: np.ndarray | float, p2: np.ndarray | float, scale: np.
 
 def cohen_l2_radius(p1: np.ndarray | float, p2: np.ndarray | float, sigma: np.ndarray | float) -> np.ndarray | float:
     """
-    Certified L2 radius of Gaussian smoothing by Cohen et al. (2019): `L = sigma / 2 (Phi^-1(p1) - Phi^-1(p2))`.
+    Certified L2 radius of Gaussian smoothing by Cohen et al. (2019, Theorem 1 with both bounds):
+    `L = sigma / 2 (Phi^-1(p1) - Phi^-1(p2))`, the bound `"cohen-top2"`.
 
     Tight for Gaussian noise given (p1, p2); beyond the paper of Li et al., reported so users can compare. Pass
-    `p2 = 1 - p1` for Cohen's one-class form `sigma * Phi^-1(p1)` (only p1 bounded).
+    `p2 = 1 - p1` for Cohen's one-class form `sigma * Phi^-1(p1)` (only p1 bounded; see
+    :func:`cohen_certify_l2_radius` for the rule of their CERTIFY).
 
     :param p1: Lower bound on the top-class probability, in [0, 1].
     :param p2: Upper bound on the runner-up probability, in [0, p1] with `p1 + p2 <= 1`.
@@ -224,6 +228,28 @@ def cohen_l2_radius(p1: np.ndarray | float, p2: np.ndarray | float, sigma: np.nd
     with np.errstate(invalid="ignore"):
         radius = 0.5 * sigma_a * (ndtri(p1_a) - ndtri(p2_a))
     radius = np.where(np.broadcast_to(p1_a == p2_a, radius.shape), 0.0, radius)
+    return _result(np.maximum(radius, 0.0))
+
+
+def cohen_certify_l2_radius(pa_lower: np.ndarray | float, sigma: np.ndarray | float) -> np.ndarray | float:
+    """
+    Certified L2 radius of Cohen et al.'s CERTIFY (2019, and ART's `RandomizedSmoothingMixin.certify`):
+    `sigma * Phi^-1(pA_lower)`, where `pA_lower` is a lower confidence bound on the top-class probability alone.
+
+    Their procedure abstains when `pA_lower < 0.5`; this function returns 0 there (and exactly 0 at 0.5, where the
+    reference code certifies with radius 0). It equals `cohen_l2_radius(pA_lower, 1 - pA_lower, sigma)`: Theorem 1
+    with the runner-up bounded by `1 - pA_lower`.
+
+    :param pa_lower: Lower confidence bound on the top-class probability, in [0, 1].
+    :param sigma: Standard deviation of the Gaussian noise, > 0.
+    :return: The radius, >= 0; `inf` where `pa_lower == 1`.
+    :raises ValueError: on NaN, values outside [0, 1] or `sigma <= 0`.
+    """
+    pa = np.asarray(pa_lower, dtype=np.float64)
+    if np.isnan(pa).any() or ((pa < 0.0) | (pa > 1.0)).any():
+        raise ValueError("`pa_lower` must lie in [0, 1] and not be NaN.")
+    sigma_a = _as_scale(sigma, "sigma")
+    radius = sigma_a * ndtri(np.maximum(pa, 0.5))
     return _result(np.maximum(radius, 0.0))
 
 

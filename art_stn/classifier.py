@@ -8,11 +8,12 @@ certificates, noise-averaged gradients for ART's attacks, and device-side Monte 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,23 @@ from art.estimators.certification.randomized_smoothing.randomized_smoothing impo
 from art.estimators.classification.pytorch import PyTorchClassifier
 from tqdm.auto import tqdm
 
-from art_stn.bounds import cohen_l2_radius, laplace_l1_radius, pixeldp_l2_radius, renyi_l2_radius
-from art_stn.confidence import abstain_pvalue, check_alpha, top_two_bounds
+from art_stn.bounds import (
+    cohen_certify_l2_radius,
+    cohen_l2_radius,
+    laplace_l1_radius,
+    pixeldp_l2_radius,
+    renyi_l2_radius,
+)
+from art_stn.confidence import (
+    INTERVALS,
+    abstain_pvalue,
+    check_alpha,
+    check_interval,
+    clopper_pearson_lower,
+    clopper_pearson_upper,
+    stage_schedule,
+    top_two_bounds,
+)
 from art_stn.noise import check_noise, fill_noise, fill_stream_noise, stream_block
 
 if TYPE_CHECKING:
@@ -34,17 +50,30 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BOUNDS", "N0_ZERO_WARNING", "CertifyReport", "STNClassifier", "check_int", "check_labels"]
+__all__ = [
+    "BOUNDS",
+    "INTERVALS",
+    "N0_ZERO_WARNING",
+    "CertifyReport",
+    "STNClassifier",
+    "certify_counts",
+    "check_int",
+    "check_labels",
+]
 
 #: The bounds that apply to each kind of noise (the first is the default).
 #: Numerical precisions of the sampling forward passes.
 PRECISIONS = ("fp32", "bf16")
 #: The batch size (noisy copies per model call) used when none is given, on the CPU.
 CPU_BATCH_SIZE = 256
-BOUNDS: dict[str, tuple[str, ...]] = {"gaussian": ("renyi", "cohen", "pixeldp"), "laplace": ("laplace",)}
+BOUNDS: dict[str, tuple[str, ...]] = {
+    "gaussian": ("renyi", "cohen", "cohen-top2", "pixeldp"),
+    "laplace": ("laplace",),
+}
+# The bounds computed from (p1_lower, p2_upper); "cohen" is computed from pa_lower (Cohen et al.'s CERTIFY).
 _RADIUS_FUNCTIONS = {
     "renyi": renyi_l2_radius,
-    "cohen": cohen_l2_radius,
+    "cohen-top2": cohen_l2_radius,
     "pixeldp": pixeldp_l2_radius,
     "laplace": laplace_l1_radius,
 }
@@ -54,6 +83,14 @@ N0_ZERO_WARNING = (
     "p2_upper hold with probability below 1 - alpha near ties (simulated at alpha=0.05, n=100: 10% failures with "
     "5 tied classes, 20% with 10). Use n0 > 0 (Cohen et al.'s protocol) for the stated guarantee."
 )
+# Noise-stream purpose of stage s >= 1 of sequential certification (stage 0 uses 1, the estimation samples' own
+# purpose; 0 is the selection samples', 2 the scores of predict(logits=True)): `_STAGE_PURPOSE + s` (3, 4, ...), so
+# every stage draws fresh, independent noise.
+_STAGE_PURPOSE = 2
+# Sequential certification stops an input for futility when even bounds this optimistic (one-sided, on p1 and on
+# p2, from the samples so far) would not reach the next requested radius at the last stage. Only efficiency and the
+# chance of missing a certificate depend on it, never soundness.
+_FUTILITY_LEVEL = 1e-4
 # Upper limit on the floats of clean inputs moved to the device at once.
 _MAX_CHUNK_FLOATS = 1 << 25
 
@@ -155,9 +192,21 @@ class CertifyReport:
     :param alpha: Failure probability of each certificate.
     :param p1_lower: Lower confidence bound on the top-class probability.
     :param p2_upper: Upper confidence bound on the runner-up probability.
-    :param radii: Radius per bound name (`renyi`, `cohen`, `pixeldp` for Gaussian noise, `laplace` for Laplace).
+    :param radii: Radius per bound name (`renyi`, `cohen`, `cohen-top2`, `pixeldp` for Gaussian noise, `laplace` for
+           Laplace), 0 where that bound does not certify.
     :param bound: The configured bound, whose radius is `radius`.
     :param norm: The norm of the radii: 2 (Gaussian) or 1 (Laplace).
+    :param pa_lower: Cohen et al.'s bound: the one-sided Clopper-Pearson lower bound at level `alpha` on the
+           top-class probability (the `cohen` bound certifies where it is >= 0.5).
+    :param interval: The interval of `p1_lower` / `p2_upper`: `clopper-pearson`, `sison-glaz` or `goodman`.
+    :param certified_by: Per bound name, the inputs that bound certifies (`renyi`, `cohen-top2`, `pixeldp`,
+           `laplace`: `p1_lower > p2_upper`; `cohen`: `pa_lower >= 0.5`). `prediction` follows the configured bound.
+    :param samples: Noisy samples drawn per input (`n0` plus the estimation samples), shape `(N,)`.
+    :param requested_radii: The radii asked about (`radii` of `certify_report`), ascending; None if none were.
+    :param certified_radius: With `requested_radii`: per input the largest requested radius certified under the
+           configured bound, -1 where none is (abstentions included; 0 when 0 was asked about and the input is
+           certified with a radius below the next requested one).
+    :param stages: Sequential certification: the cumulative estimation sample sizes of the stages; None for fixed n.
     """
 
     prediction: np.ndarray
@@ -172,6 +221,13 @@ class CertifyReport:
     radii: dict[str, np.ndarray] = field(default_factory=dict)
     bound: str = "renyi"
     norm: int = 2
+    pa_lower: np.ndarray | None = None
+    interval: str = "clopper-pearson"
+    certified_by: dict[str, np.ndarray] = field(default_factory=dict)
+    samples: np.ndarray | None = None
+    requested_radii: tuple[float, ...] | None = None
+    certified_radius: np.ndarray | None = None
+    stages: tuple[int, ...] | None = None
 
     @property
     def certified(self) -> np.ndarray:
@@ -179,6 +235,114 @@ class CertifyReport:
         Boolean mask of inputs with a certificate (`prediction != -1`).
         """
         return self.prediction >= 0
+
+
+def certify_counts(
+    counts: np.ndarray,
+    alpha: float,
+    scale: float,
+    noise: str = "gaussian",
+    bound: str | None = None,
+    top: np.ndarray | None = None,
+    interval: str = "clopper-pearson",
+    n0: int = 0,
+) -> CertifyReport:
+    """
+    Certificates from class counts alone: the bounds and the radius under every bound for the noise, without a model.
+
+    This is what :meth:`STNClassifier.certify_report` does after sampling; it lets counts from elsewhere (e.g.
+    Cohen et al.'s or the reference code's scripts) be certified by the same rules.
+
+    - `renyi`, `cohen-top2`, `pixeldp` (Gaussian) and `laplace` (Laplace) take `p1_lower` and `p2_upper` from
+      `interval` (Clopper-Pearson at `alpha / 2` each by default) and certify where `p1_lower > p2_upper`.
+    - `cohen` is Cohen et al.'s CERTIFY (as ART's `RandomizedSmoothingMixin.certify`): `pa_lower` is the one-sided
+      Clopper-Pearson lower bound at level `alpha` on the top-class count, whatever `interval` is; it certifies where
+      `pa_lower >= 0.5` (their code abstains when `pa_lower < 0.5`) with radius `scale * Phi^-1(pa_lower)`.
+
+    :param counts: Class counts of shape `(N, k)` of the estimation samples.
+    :param alpha: Failure probability of each certificate, in (0, 1).
+    :param scale: Gaussian sigma or Laplace lambda, > 0.
+    :param noise: `"gaussian"` or `"laplace"`.
+    :param bound: The bound whose radius and certification are `radius` and `prediction` (default: the first of
+           :data:`BOUNDS` for the noise).
+    :param top: Top class per input selected from separate samples (default: the argmax of `counts`).
+    :param interval: One of :data:`INTERVALS`.
+    :param n0: The number of selection samples behind `top`, recorded in the report (and in `samples`).
+    :return: The :class:`CertifyReport` (`n` is the largest row sum).
+    """
+    noise = check_noise(noise)
+    bound = BOUNDS[noise][0] if bound is None else bound
+    if bound not in BOUNDS[noise]:
+        raise ValueError(f"`bound` must be one of {BOUNDS[noise]} for {noise} noise; got {bound!r}.")
+    n0 = check_int(n0, "n0", 0)
+    bounds = top_two_bounds(counts, alpha, top=top, interval=interval)
+    pa_lower = clopper_pearson_lower(bounds.count1, bounds.n, alpha)
+    radii: dict[str, np.ndarray] = {}
+    certified: dict[str, np.ndarray] = {}
+    for name in BOUNDS[noise]:
+        ok = pa_lower >= 0.5 if name == "cohen" else bounds.certified
+        r = np.zeros(len(ok))
+        if ok.any():
+            if name == "cohen":
+                r[ok] = cohen_certify_l2_radius(pa_lower[ok], scale)
+            else:
+                r[ok] = _RADIUS_FUNCTIONS[name](bounds.p1_lower[ok], bounds.p2_upper[ok], float(scale))
+        radii[name], certified[name] = r, ok
+    return CertifyReport(
+        prediction=np.where(certified[bound], bounds.top, -1),
+        radius=radii[bound],
+        top=bounds.top,
+        counts=np.asarray(counts),
+        n=int(bounds.n.max()) if len(bounds.n) else 0,
+        n0=n0,
+        alpha=float(alpha),
+        p1_lower=bounds.p1_lower,
+        p2_upper=bounds.p2_upper,
+        radii=radii,
+        bound=bound,
+        norm=2 if noise == "gaussian" else 1,
+        pa_lower=pa_lower,
+        interval=interval,
+        certified_by=certified,
+        samples=bounds.n + n0,
+    )
+
+
+def _check_radii(radii: Sequence[float]) -> tuple[float, ...]:
+    """
+    Validate the radii asked about.
+
+    :param radii: A non-empty sequence of finite radii >= 0.
+    :return: The distinct radii, ascending.
+    """
+    try:
+        values = np.asarray(radii, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`radii` must be a sequence of numbers: {err}") from err
+    if values.size == 0 or not np.isfinite(values).all() or (values < 0).any():
+        raise ValueError(f"`radii` must be a non-empty list of finite radii >= 0; got {radii!r}.")
+    return tuple(float(r) for r in np.unique(values))
+
+
+def _levels(radius: np.ndarray, certified: np.ndarray, radii: tuple[float, ...]) -> np.ndarray:
+    """
+    How many of the (ascending) requested radii each certificate reaches.
+
+    :param radius: Certified radius per input.
+    :param certified: Whether the input is certified.
+    :param radii: The requested radii, ascending.
+    :return: Per input the number of requested radii `r <= radius` (0 where not certified).
+    """
+    return np.where(certified, np.searchsorted(np.asarray(radii), radius, side="right"), 0)
+
+
+def _largest_certified(levels: np.ndarray, radii: tuple[float, ...]) -> np.ndarray:
+    """
+    :param levels: Output of :func:`_levels`.
+    :param radii: The requested radii, ascending.
+    :return: The largest requested radius certified per input, -1 where none is.
+    """
+    return np.where(levels > 0, np.asarray((-1.0, *radii))[levels], -1.0)
 
 
 class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
@@ -212,6 +376,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         "seed",
         "precision",
         "channels_last",
+        "interval",
     ]
 
     def __init__(
@@ -237,6 +402,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         seed: int | None = None,
         precision: str = "fp32",
         channels_last: bool = False,
+        interval: str = "clopper-pearson",
     ) -> None:
         """
         Create a smoothed classifier.
@@ -258,7 +424,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         :param sample_size: Number of noisy copies per input in `predict` (Algorithm 1), >= 1.
         :param alpha: Failure probability of certificates and of the abstain test, in (0, 1).
         :param bound: The certificate reported by `certify`: `"renyi"` (the paper, default for Gaussian),
-               `"cohen"` or `"pixeldp"` for Gaussian noise, `"laplace"` (default and only choice) for Laplace noise.
+               `"cohen"` (Cohen et al.'s CERTIFY, as ART), `"cohen-top2"` (Cohen's Theorem 1 with both bounds) or
+               `"pixeldp"` for Gaussian noise, `"laplace"` (default and only choice) for Laplace noise.
         :param n0: Number of separate samples that select the top class in `certify` (Cohen et al.'s protocol);
                0 selects it from the `n` estimation samples (the paper's protocol).
         :param eot_samples: Noise draws averaged in `loss_gradient` / `class_gradient` (default `sample_size`).
@@ -268,6 +435,10 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
                for the bf16 classifier, not for the fp32 one with the same weights: a choice of base classifier.
         :param channels_last: Use the channels-last memory format for 4-D inputs while sampling (faster
                convolutions on recent GPUs).
+        :param interval: The confidence interval behind `p1_lower` / `p2_upper`: `"clopper-pearson"` (one-sided,
+               `alpha / 2` each, Bonferroni: the paper's text), `"sison-glaz"` (needs >= 7 classes) or `"goodman"`
+               (simultaneous multinomial intervals at level `alpha`: the reference code's choice). The `cohen` bound
+               always uses its own one-sided Clopper-Pearson bound.
         """
         super().__init__(
             model=model,
@@ -292,6 +463,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         self.seed = seed
         self.precision = precision
         self.channels_last = channels_last
+        self.interval = interval
         self._auto_batch: int | None = None
         self._abstain = True
         self._generators: dict[str, torch.Generator] = {}
@@ -326,6 +498,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
             raise TypeError("`channels_last` must be a bool.")
         if self.nb_classes < 2:
             raise ValueError(f"`nb_classes` must be >= 2; got {self.nb_classes}.")
+        check_interval(self.interval, self.nb_classes)
         if not self.all_framework_preprocessing:
             raise ValueError(
                 "`preprocessing_defences` must all be PyTorch-framework defences (with `forward`): the noise is "
@@ -682,27 +855,57 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         alpha: float | None = None,
         indices: np.ndarray | None = None,
         verbose: bool = False,
+        interval: str | None = None,
+        radii: Sequence[float] | None = None,
+        sequential: bool = False,
+        stages: Sequence[int] | None = None,
     ) -> CertifyReport:
         """
         Certify inputs and report counts, confidence bounds and the radius under every bound for the noise.
 
         With `n0 > 0` the top class is the most frequent in `n0` separate noisy copies (Cohen et al.); otherwise the
         most frequent of the `n` estimation copies (the paper), which voids the `1 - alpha` coverage of the bounds
-        and warns (see :data:`N0_ZERO_WARNING`). `p1_lower` and `p2_upper` are one-sided Clopper-Pearson bounds at
-        `alpha / 2` each; an input is certified when `p1_lower > p2_upper`.
+        and warns (see :data:`N0_ZERO_WARNING`). `p1_lower` and `p2_upper` come from `interval` (one-sided
+        Clopper-Pearson bounds at `alpha / 2` each by default); the `renyi`, `cohen-top2`, `pixeldp` and `laplace`
+        bounds certify where `p1_lower > p2_upper`, the `cohen` bound (Cohen et al.'s CERTIFY) where its own
+        `pa_lower >= 0.5` (see :func:`certify_counts`).
+
+        With `sequential=True` (Gaussian or Laplace noise alike), `n` is the most estimation samples an input may
+        get: samples are drawn in stages (cumulative sizes `stages`, by default 100, 1,000, 10,000, ... then `n`),
+        the failure probability is split over the stages (:func:`art_stn.confidence.stage_schedule`: a union bound,
+        so every certificate of the run holds with probability >= 1 - alpha together with all the others of the
+        same input), and an input stops as soon as it is certified at the largest requested radius it can still
+        reach (the largest of `radii`, or less when even optimistic bounds rule the larger ones out). Its radius
+        (per bound) is the largest over the stages it ran; `samples` says how many it drew. Sequential
+        certification needs `n0 >= 1`: the top class is fixed before any stage.
 
         :param x: Inputs of shape `(N, *input_shape)`.
-        :param n: Number of noisy copies per input for the estimation, >= 1.
+        :param n: Number of noisy copies per input for the estimation, >= 1 (the most per input when sequential).
         :param batch_size: Noisy copies per model call.
         :param n0: Selection copies per input (default: the classifier's `n0`).
         :param alpha: Failure probability (default: the classifier's `alpha`).
         :param indices: Global example indices that key the noise streams when `seed` is set (default: positions).
         :param verbose: Show a progress bar.
+        :param interval: The interval of `p1_lower` / `p2_upper` (default: the classifier's `interval`).
+        :param radii: Radii asked about: the report's `certified_radius` is the largest of them each input is
+               certified at (-1 for none). Required with `sequential`.
+        :param sequential: Sample in stages and stop each input once it is decided at the requested radii.
+        :param stages: Cumulative stage sizes for `sequential` (default 100, 1,000, 10,000, ... below `n`, then `n`).
         :return: The :class:`CertifyReport`.
         """
         n = check_int(n, "n", 1)
         n0 = self.n0 if n0 is None else check_int(n0, "n0", 0)
         alpha = self.alpha if alpha is None else check_alpha(alpha)
+        interval = self.interval if interval is None else check_interval(interval, self.nb_classes)
+        requested = None if radii is None else _check_radii(radii)
+        if not isinstance(sequential, bool):
+            raise TypeError("`sequential` must be a bool.")
+        if sequential and requested is None:
+            raise ValueError("`sequential=True` needs `radii`: the radii that decide when an input may stop.")
+        if sequential and n0 < 1:
+            raise ValueError("`sequential=True` needs `n0 >= 1`: the top class is selected before the first stage.")
+        if stages is not None and not sequential:
+            raise ValueError("`stages` applies to sequential certification only; pass `sequential=True`.")
         x_t = self._check_x(x)
         batch_size = self._batch_size(batch_size)
         if n0 == 0:
@@ -711,34 +914,159 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
             indices = np.asarray(indices, dtype=np.int64)
             if indices.shape != (x_t.shape[0],):
                 raise ValueError(f"`indices` must have shape ({x_t.shape[0]},); got {indices.shape}.")
+        if sequential:
+            sizes, alphas = stage_schedule(n, alpha, stages)
+            return self._certify_sequential(x_t, n0, batch_size, indices, interval, requested, sizes, alphas, verbose)
         passes = 2 if n0 > 0 else 1
         with tqdm(total=passes * x_t.shape[0], desc="certify", unit="input", disable=not verbose) as bar:
             top = None
             if n0 > 0:
                 top = np.argmax(self._sample_counts(x_t, n0, batch_size, indices, 0, progress=bar), axis=1)
             counts = self._sample_counts(x_t, n, batch_size, indices, 1, progress=bar)
-        bounds = top_two_bounds(counts, alpha, top=top)
-        ok = bounds.certified
-        radii = {}
-        for name in BOUNDS[self.noise]:
-            r = np.zeros(len(ok))
-            if ok.any():
-                r[ok] = _RADIUS_FUNCTIONS[name](bounds.p1_lower[ok], bounds.p2_upper[ok], float(self.scale))
-            radii[name] = r
+        report = certify_counts(counts, alpha, float(self.scale), self.noise, self.bound, top, interval, n0)
+        if requested is None:
+            return report
+        levels = _levels(report.radius, report.certified, requested)
+        return dataclasses.replace(
+            report, requested_radii=requested, certified_radius=_largest_certified(levels, requested)
+        )
+
+    def _certify_sequential(
+        self,
+        x: torch.Tensor,
+        n0: int,
+        batch_size: int,
+        indices: np.ndarray | None,
+        interval: str,
+        radii: tuple[float, ...],
+        sizes: list[int],
+        alphas: list[float],
+        verbose: bool,
+    ) -> CertifyReport:
+        """
+        Sequential certification (see :meth:`certify_report`): stages of fresh samples, counts accumulated, each
+        stage's certificates at its own failure probability, inputs stopped once decided.
+
+        :param x: Validated inputs.
+        :param n0: Selection samples per input, >= 1.
+        :param batch_size: Noisy copies per model call.
+        :param indices: Global example indices keying the noise streams (None: positions).
+        :param interval: The interval of `p1_lower` / `p2_upper`.
+        :param radii: The requested radii, ascending.
+        :param sizes: Cumulative estimation sample sizes of the stages.
+        :param alphas: Failure probability of each stage (summing to alpha).
+        :param verbose: Show a progress bar.
+        :return: The report; `counts`, `p1_lower`, `p2_upper` and `pa_lower` are those of each input's last stage.
+        """
+        total = x.shape[0]
+        keys = np.arange(total) if indices is None else indices
+        scale = float(self.scale)
+        counts = np.zeros((total, self.nb_classes), dtype=np.int64)
+        drawn = np.zeros(total, dtype=np.int64)
+        active = np.ones(total, dtype=bool)
+        best: dict[str, np.ndarray] = {name: np.zeros(total) for name in BOUNDS[self.noise]}
+        certified = {name: np.zeros(total, dtype=bool) for name in BOUNDS[self.noise]}
+        p1_lower, p2_upper, pa_lower = np.zeros(total), np.zeros(total), np.zeros(total)
+        with tqdm(total=total, desc="certify (sequential)", unit="input", disable=not verbose) as bar:
+            top = np.argmax(self._sample_counts(x, n0, batch_size, keys, 0), axis=1)
+            previous = 0
+            for stage, (size, stage_alpha) in enumerate(zip(sizes, alphas, strict=True)):
+                rows = np.flatnonzero(active)
+                purpose = 1 if stage == 0 else _STAGE_PURPOSE + stage
+                sub = x[torch.from_numpy(rows)]
+                counts[rows] += self._sample_counts(sub, size - previous, batch_size, keys[rows], purpose)
+                drawn[rows] = size
+                previous = size
+                step = certify_counts(counts[rows], stage_alpha, scale, self.noise, self.bound, top[rows], interval)
+                for name in best:
+                    best[name][rows] = np.maximum(best[name][rows], step.radii[name])
+                    certified[name][rows] |= step.certified_by[name]
+                p1_lower[rows], p2_upper[rows], pa_lower[rows] = step.p1_lower, step.p2_upper, step.pa_lower
+                if stage == len(sizes) - 1:
+                    break
+                level = _levels(best[self.bound][rows], certified[self.bound][rows], radii)
+                reach = self._reachable_levels(counts[rows], top[rows], sizes[-1], alphas[-1], interval, radii)
+                done = level >= reach
+                active[rows[done]] = False
+                bar.update(int(done.sum()))
+                if not active.any():
+                    break
+            bar.update(int(active.sum()))
+        levels = _levels(best[self.bound], certified[self.bound], radii)
         return CertifyReport(
-            prediction=np.where(ok, bounds.top, -1),
-            radius=radii[self.bound],
-            top=bounds.top,
+            prediction=np.where(certified[self.bound], top, -1),
+            radius=best[self.bound],
+            top=top,
             counts=counts,
-            n=n,
+            n=int(sizes[-1]),
             n0=n0,
-            alpha=alpha,
-            p1_lower=bounds.p1_lower,
-            p2_upper=bounds.p2_upper,
-            radii=radii,
+            alpha=float(sum(alphas)),
+            p1_lower=p1_lower,
+            p2_upper=p2_upper,
+            radii=best,
             bound=self.bound,
             norm=self.norm,
+            pa_lower=pa_lower,
+            interval=interval,
+            certified_by=certified,
+            samples=drawn + n0,
+            requested_radii=radii,
+            certified_radius=_largest_certified(levels, radii),
+            stages=tuple(sizes),
         )
+
+    def _reachable_levels(
+        self,
+        counts: np.ndarray,
+        top: np.ndarray,
+        n_max: int,
+        alpha_last: float,
+        interval: str,
+        radii: tuple[float, ...],
+    ) -> np.ndarray:
+        """
+        How many requested radii each input could still be certified at by the last stage, judged optimistically.
+
+        From the counts so far, `p1` is taken at its upper and `p2` (the runner-up's) at its lower one-sided
+        Clopper-Pearson bound (level :data:`_FUTILITY_LEVEL`). For Clopper-Pearson and Goodman intervals these are
+        turned into the counts of `n_max` samples (the rest of the samples spread over the other classes, no class
+        above the runner-up, any remainder given to the top class) and certified by the last stage's rule; for
+        Sison-Glaz (slow to evaluate) the radius of the optimistic probabilities themselves is used, without any
+        interval width. Misjudging only stops an input early; it never issues a certificate.
+
+        :param counts: Counts of the active inputs so far.
+        :param top: Their selected top classes.
+        :param n_max: Samples per input at the last stage.
+        :param alpha_last: Failure probability of the last stage.
+        :param interval: The interval of `p1_lower` / `p2_upper`.
+        :param radii: The requested radii, ascending.
+        :return: Per input the number of requested radii that might be reached.
+        """
+        rows = np.arange(len(counts))
+        m = counts.sum(axis=1)
+        others = counts.copy()
+        others[rows, top] = -1
+        runner = np.argmax(others, axis=1)
+        p1 = clopper_pearson_upper(counts[rows, top], m, _FUTILITY_LEVEL)
+        p2 = np.minimum(clopper_pearson_lower(others[rows, runner], m, _FUTILITY_LEVEL), 1.0 - p1)
+        if interval == "sison-glaz":
+            if self.bound == "cohen":
+                radius = np.asarray(cohen_certify_l2_radius(p1, float(self.scale)))
+                return _levels(radius, p1 >= 0.5, radii)
+            ok = p1 > p2
+            radius = np.zeros(len(p1))
+            radius[ok] = _RADIUS_FUNCTIONS[self.bound](p1[ok], p2[ok], float(self.scale))
+            return _levels(radius, ok, radii)
+        c1 = np.minimum(np.ceil(p1 * n_max), n_max).astype(np.int64)
+        c2 = np.minimum(np.floor(p2 * n_max).astype(np.int64), n_max - c1)
+        rest = n_max - c1 - c2
+        k = counts.shape[1]
+        fill = np.minimum(c2, rest // (k - 2)) if k > 2 else np.zeros_like(c2)
+        projected = np.repeat(fill[:, None], k, axis=1)
+        projected[rows, runner] = c2
+        projected[rows, top] = c1 + rest - fill * (k - 2)
+        step = certify_counts(projected, alpha_last, float(self.scale), self.noise, self.bound, top, interval)
+        return _levels(step.radius, step.certified, radii)
 
     def certify(  # type: ignore[override]
         self, x: np.ndarray | torch.Tensor, n: int, batch_size: int | None = None, **kwargs: Any
@@ -751,7 +1079,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         :param x: Inputs of shape `(N, *input_shape)`.
         :param n: Number of noisy copies per input for the estimation.
         :param batch_size: Noisy copies per model call.
-        :param kwargs: Passed to :meth:`certify_report` (`n0`, `alpha`, `indices`, `verbose`).
+        :param kwargs: Passed to :meth:`certify_report` (`n0`, `alpha`, `indices`, `verbose`, `interval`, `radii`,
+               `sequential`, `stages`).
         :return: `(prediction, radius)`: int64 classes (-1 = abstain) and float64 radii.
         """
         report = self.certify_report(x, n, batch_size=batch_size, **kwargs)
@@ -1108,7 +1437,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         The smoothing settings, as stored in checkpoints.
 
         :return: A dict of plain values (noise, scale, sample_size, alpha, bound, n0, eot_samples, seed,
-                 precision, channels_last, input_shape, nb_classes, clip_values).
+                 precision, channels_last, interval, input_shape, nb_classes, clip_values).
         """
         return {
             "noise": self.noise,
@@ -1121,6 +1450,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
             "seed": self.seed,
             "precision": self.precision,
             "channels_last": self.channels_last,
+            "interval": self.interval,
             "input_shape": list(self.input_shape),
             "nb_classes": int(self.nb_classes),
             "clip_values": None if self.clip_values is None else [float(v) for v in np.ravel(self.clip_values)[:2]],

@@ -158,9 +158,32 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument("--alpha", type=float, default=None, help="failure probability")
     certify.add_argument(
         "--bound",
-        choices=("renyi", "cohen", "pixeldp", "laplace"),
+        choices=("renyi", "cohen", "cohen-top2", "pixeldp", "laplace"),
         default=None,
-        help="the bound of the 'radius' column (default: renyi, or laplace for Laplace noise)",
+        help="the bound of the 'radius' column (default: renyi, or laplace for Laplace noise); cohen is Cohen et "
+        "al.'s CERTIFY (as ART), cohen-top2 their Theorem 1 with both bounds",
+    )
+    certify.add_argument(
+        "--interval",
+        choices=("clopper-pearson", "sison-glaz", "goodman"),
+        default=None,
+        help="interval of p1_lower / p2_upper: clopper-pearson (Bonferroni, the paper's text; default), sison-glaz "
+        "(the reference code's; approximate, can under-cover) or goodman (simultaneous multinomial)",
+    )
+    certify.add_argument(
+        "--radii",
+        default=None,
+        help="comma-separated radii of the summary, and of the stopping rule with --sequential (default: 0,0.25,0.5,1)",
+    )
+    certify.add_argument(
+        "--sequential",
+        action="store_true",
+        help="sample in stages up to --n and stop each example once it is decided at --radii",
+    )
+    certify.add_argument(
+        "--stages",
+        default=None,
+        help="cumulative stage sizes of --sequential (default: 100,1000,10000,... below --n, then --n)",
     )
     certify.add_argument("--skip", type=int, default=1, help="certify every K-th example")
     certify.add_argument("--max", type=int, default=None, help="certify at most M examples")
@@ -241,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plot":
             args.radii = _floats(args.radii, "--radii")
         if args.command == "certify":
+            args.radii = None if args.radii is None else _floats(args.radii, "--radii")
+            args.stages = None if args.stages is None else [int(v) for v in _floats(args.stages, "--stages")]
+            if args.sequential and args.radii is None:
+                raise ValueError("--sequential needs --radii (the radii that decide when an example may stop).")
+            if args.stages is not None and not args.sequential:
+                raise ValueError("--stages applies to --sequential only.")
             preset = dict(zip(("n", "n0", "alpha"), PROTOCOLS[args.protocol], strict=True))
             for key, value in preset.items():
                 if getattr(args, key) is None:

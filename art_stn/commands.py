@@ -13,12 +13,14 @@ import numpy as np
 import torch
 
 from art_stn.classifier import STNClassifier
+from art_stn.confidence import stage_schedule
 from art_stn.data import DATASETS, fetch_mnist, load_dataset
 from art_stn.distributed import barrier, init_from_env, is_main, merge_shards, shard_indices, shard_path
 from art_stn.evaluate import (
     certified_accuracy,
     certified_accuracy_curve,
     certify_to_file,
+    max_certifiable_radius,
     read_results,
     robust_accuracy_to_file,
     summary_table,
@@ -184,6 +186,8 @@ def certify(args: argparse.Namespace) -> None:
     overrides = {"seed": args.seed}
     if args.bound is not None:
         overrides["bound"] = args.bound
+    if args.interval is not None:
+        overrides["interval"] = args.interval
     clf = STNClassifier.load(args.checkpoint, device_type=_device_type(args), **overrides)
     x, y = _load(args)
     indices = np.arange(0, len(x), args.skip)[: args.max]
@@ -205,6 +209,9 @@ def certify(args: argparse.Namespace) -> None:
         resume=args.resume,
         overwrite=args.overwrite,
         verbose=not args.quiet and is_main(),
+        radii=args.radii,
+        sequential=args.sequential,
+        stages=args.stages,
     )
     if ctx.distributed:
         barrier()
@@ -214,10 +221,22 @@ def certify(args: argparse.Namespace) -> None:
     if not is_main():
         return
     _, table, _ = read_results(out, expect="certify")
-    radii = [0.0, 0.25, 0.5, 1.0]
+    radii = [0.0, 0.25, 0.5, 1.0] if args.radii is None else args.radii
     acc = certified_accuracy(table["predict"], table["radius"], table["label"], radii)
     cells = ", ".join(f"{r:g}: {100 * a:.1f}%" for r, a in zip(radii, acc, strict=True))
     print(f"{len(table['idx'])} examples in {out}; certified accuracy ({clf.bound}, L{clf.norm}) {cells}")
+    n, alpha = args.n, args.alpha
+    if args.sequential:
+        sizes, alphas = stage_schedule(args.n, args.alpha, args.stages)
+        n, alpha = sizes[-1], alphas[-1]
+        spent = int(table["samples"].sum())
+        print(
+            f"sequential: {spent:,} noisy samples ({spent / max(len(table['idx']), 1):,.0f} per example; fixed n "
+            f"would take {(args.n + args.n0) * len(table['idx']):,}), stages {sizes}"
+        )
+    ceiling = max_certifiable_radius(n, alpha, float(clf.scale), clf.noise, clf.interval, clf.nb_classes)
+    cells = ", ".join(f"{name} {r:.3g}" for name, r in ceiling.items())
+    print(f"largest radius these settings can certify (every sample on one class): {cells}")
 
 
 def attack(args: argparse.Namespace) -> None:

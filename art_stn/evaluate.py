@@ -20,6 +20,7 @@ __all__ = [
     "certified_accuracy_difference",
     "certify_to_file",
     "format_table",
+    "max_certifiable_radius",
     "read_results",
     "results_header",
     "robust_accuracy_to_file",
@@ -118,6 +119,41 @@ def certified_accuracy_difference(
     mean = d.mean(axis=1)
     half = norm.ppf(0.5 + confidence / 2) * d.std(axis=1, ddof=1) / np.sqrt(max(d.shape[1], 1))
     return mean, mean - half, mean + half
+
+
+def max_certifiable_radius(
+    n: int,
+    alpha: float,
+    scale: float,
+    noise: str = "gaussian",
+    interval: str = "clopper-pearson",
+    nb_classes: int = 2,
+) -> dict[str, float]:
+    """
+    The largest radius a protocol can certify at all, per bound: the certificate of counts `[n, 0, ..., 0]` (every
+    estimation sample on the top class), through the same bound code as :meth:`STNClassifier.certify_report`.
+
+    No input gets a larger radius with these settings, however robust the model; e.g. `n = 100`, `alpha = 0.05`,
+    sigma 0.7 caps the Renyi radius at about 1.02. The number of selection samples `n0` does not enter: the cap is
+    reached when the selected class gets all `n` estimation samples. For sequential certification pass the last
+    stage's sample size and failure probability (:func:`art_stn.confidence.stage_schedule`).
+
+    :param n: Estimation samples per input, >= 1.
+    :param alpha: Failure probability, in (0, 1).
+    :param scale: Gaussian sigma or Laplace lambda, > 0.
+    :param noise: `"gaussian"` or `"laplace"`.
+    :param interval: The interval of `p1_lower` / `p2_upper` (one of :data:`art_stn.confidence.INTERVALS`).
+    :param nb_classes: Number of classes (matters for the multinomial intervals only), >= 2.
+    :return: The radius per bound name (L2 for Gaussian noise, L1 for Laplace noise).
+    """
+    from art_stn.classifier import certify_counts, check_int
+
+    n = check_int(n, "n", 1)
+    nb_classes = check_int(nb_classes, "nb_classes", 2)
+    counts = np.zeros((1, nb_classes), dtype=np.int64)
+    counts[0, 0] = n
+    report = certify_counts(counts, alpha, scale, noise=noise, interval=interval)
+    return {name: float(r[0]) for name, r in report.radii.items()}
 
 
 def format_table(rows: dict[str, Sequence[float]], radii: Sequence[float], title: str = "radius") -> str:
@@ -324,15 +360,21 @@ def certify_to_file(
     resume: bool = False,
     overwrite: bool = False,
     verbose: bool = True,
+    interval: str | None = None,
+    radii: Sequence[float] | None = None,
+    sequential: bool = False,
+    stages: Sequence[int] | None = None,
 ) -> Path:
     """
     Certify examples and write one line per example as it is certified (flushed), resumably.
 
-    Columns: `idx label predict radius radius_<bound>... p1_lower p2_upper count1 count2 correct seconds`. Each
-    example's noise comes from a stream keyed by the classifier's seed and its index (not by the batch size), so a
-    resumed run writes the same lines as an unbroken one; a killed run loses at most the examples in flight. The
-    header records the settings the rows depend on, including a SHA-256 of the model's weights, the precision, the
-    memory format and the preprocessing: resuming with anything else is refused.
+    Columns: `idx label predict radius radius_<bound>... p1_lower p2_upper count1 count2 correct seconds`; with
+    `sequential`, `samples` (noisy samples drawn, `n0` included) and `certified_radius` (the largest of `radii`
+    certified, -1 for none) come before `seconds`. Each example's noise comes from a stream keyed by the classifier's
+    seed and its index (not by the batch size), so a resumed run writes the same lines as an unbroken one; a killed
+    run loses at most the examples in flight. The header records the settings the rows depend on, including a
+    SHA-256 of the model's weights, the precision, the memory format and the preprocessing: resuming with anything
+    else is refused.
 
     :param classifier: An :class:`~art_stn.STNClassifier` (with `seed` set for reproducible files).
     :param x: The inputs to certify.
@@ -347,16 +389,34 @@ def certify_to_file(
     :param resume: Continue an existing file, skipping the indices it holds.
     :param overwrite: Replace an existing file.
     :param verbose: Show a progress bar with throughput.
+    :param interval: The interval of `p1_lower` / `p2_upper` (default: the classifier's); recorded in the
+           settings when it is not Clopper-Pearson.
+    :param radii: The radii asked about (required with `sequential`).
+    :param sequential: Sequential certification with `n` as the most samples per example (see
+           :meth:`~art_stn.STNClassifier.certify_report`); the settings record the radii and stages.
+    :param stages: Cumulative stage sizes of sequential certification (default: the library's schedule).
     :return: The path of the results file.
     """
     from tqdm.auto import tqdm
 
     from art_stn.classifier import BOUNDS, check_int
-    from art_stn.confidence import check_alpha
+    from art_stn.confidence import check_alpha, check_interval, stage_schedule
 
     # Refuse bad settings before the results file is touched.
     n, n0, batch_size = check_int(n, "n", 1), check_int(n0, "n0", 0), classifier._batch_size(batch_size)
     alpha = check_alpha(alpha)
+    interval = classifier.interval if interval is None else check_interval(interval, classifier.nb_classes)
+    extra: dict[str, Any] = {}
+    if interval != "clopper-pearson":
+        extra["interval"] = interval
+    if sequential:
+        if radii is None:
+            raise ValueError("sequential certification needs `radii`.")
+        if n0 < 1:
+            raise ValueError("sequential certification needs `n0 >= 1`.")
+        sizes, _ = stage_schedule(n, alpha, stages)
+        radii = sorted({float(r) for r in radii})
+        extra.update({"sequential": True, "radii": radii, "stages": sizes})
     if len(x) != len(y) or len(x) != len(indices):
         raise ValueError(f"`x`, `y` and `indices` must have one length; got {len(x)}, {len(y)}, {len(indices)}.")
     bounds = list(BOUNDS[classifier.noise])
@@ -371,6 +431,7 @@ def certify_to_file(
         "count1",
         "count2",
         "correct",
+        *(["samples", "certified_radius"] if sequential else []),
         "seconds",
     ]
     settings = {
@@ -382,19 +443,23 @@ def certify_to_file(
         "bound": classifier.bound,
         "seed": classifier.seed,
         **_model_settings(classifier),
+        **extra,
         **(meta or {}),
     }
     out = Path(out)
     done, handle = _open_results(out, "certify", settings, columns, resume, overwrite)
     todo = [i for i in range(len(indices)) if float(indices[i]) not in done]
-    group = max(1, batch_size // (n + n0))
+    group = max(1, batch_size // ((sizes[0] if sequential else n) + n0))
+    options: dict[str, Any] = {"interval": interval}
+    if sequential:
+        options.update({"radii": radii, "sequential": True, "stages": sizes})
     try:
         with tqdm(total=len(todo), desc="certify", unit="example", disable=not verbose) as bar:
             for g0 in range(0, len(todo), group):
                 sel = np.asarray(todo[g0 : g0 + group])
                 began = time.perf_counter()
                 rep = classifier.certify_report(
-                    x[sel], n=n, n0=n0, alpha=alpha, batch_size=batch_size, indices=np.asarray(indices)[sel]
+                    x[sel], n=n, n0=n0, alpha=alpha, batch_size=batch_size, indices=np.asarray(indices)[sel], **options
                 )
                 seconds = (time.perf_counter() - began) / len(sel)
                 for j, i in enumerate(sel):
@@ -410,12 +475,13 @@ def certify_to_file(
                         int(c1),
                         int(c2),
                         int(rep.prediction[j] == y[i]),
+                        *([int(rep.samples[j]), f"{rep.certified_radius[j]:g}"] if sequential else []),
                         f"{seconds:.4f}",
                     ]
                     handle.write("\t".join(map(str, row)) + "\n")
                 handle.flush()
                 bar.update(len(sel))
-                bar.set_postfix(img_per_s=f"{(n + n0) / max(seconds, 1e-9):,.0f}")
+                bar.set_postfix(img_per_s=f"{float(np.mean(rep.samples)) / max(seconds, 1e-9):,.0f}")
     finally:
         handle.close()
     return out

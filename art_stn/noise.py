@@ -36,7 +36,7 @@ STREAM_BLOCK_FLOATS = 1 << 22
 
 _MASK64 = (1 << 64) - 1
 # Bit widths of the packed stream key: purpose | block | index (64 bits in all).
-_PURPOSE_BITS, _BLOCK_BITS, _INDEX_BITS = 2, 22, 40
+_PURPOSE_BITS, _BLOCK_BITS, _INDEX_BITS = 6, 18, 40
 
 
 def check_noise(noise: str) -> str:
@@ -121,9 +121,10 @@ def _packed_key(seed: int, purpose: int, index: int, block: int) -> int:
     Pack `(purpose, index, block)` into 64 bits, injectively, after checking every part is in range.
 
     :param seed: The user's seed, in `[0, 2**64)`.
-    :param purpose: 0 (`n0` selection samples), 1 (estimation samples) or 2 (scores of `predict(logits=True)`).
+    :param purpose: 0 (`n0` selection samples), 1 (estimation samples), 2 (scores of `predict(logits=True)`), 3 and
+           up (later stages of sequential certification); below 2**6.
     :param index: Global index of the example, in `[0, 2**40)`.
-    :param block: Index of the block of copies within the example, in `[0, 2**22)`.
+    :param block: Index of the block of copies within the example, in `[0, 2**18)`.
     :return: The packed key.
     :raises ValueError: for a part out of range.
     """
@@ -149,7 +150,7 @@ def stream_key(seed: int, purpose: int, index: int, block: int) -> int:
     :param purpose: 0 for the `n0` selection samples, 1 for the estimation samples, 2 for the scores of
            `predict(logits=True)`.
     :param index: Global index of the example, in `[0, 2**40)`.
-    :param block: Index of the block of copies within the example, in `[0, 2**22)`.
+    :param block: Index of the block of copies within the example, in `[0, 2**18)`.
     :return: The key, in `[0, 2**64)`.
     :raises ValueError: for a part out of range.
     """
