@@ -48,5 +48,9 @@ def test_guide_covers_the_topics():
 
 def test_guide_covers_the_ecosystem():
     text = (ROOT / "docs" / "guide.md").read_text()
-    for heading in ("Certify a model trained by ART",):
+    for heading in (
+        "Certify a model trained by ART",
+        "AutoAttack with EoT",
+        "Which ART attacks run against STNClassifier",
+    ):
         assert f"## {heading}" in text
