@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BOUNDS",
+    "FUTILITY_LEVEL",
     "INTERVALS",
     "N0_ZERO_WARNING",
     "CertifyReport",
@@ -87,10 +88,8 @@ N0_ZERO_WARNING = (
 # purpose; 0 is the selection samples', 2 the scores of predict(logits=True)): `_STAGE_PURPOSE + s` (3, 4, ...), so
 # every stage draws fresh, independent noise.
 _STAGE_PURPOSE = 2
-# Sequential certification stops an input for futility when even bounds this optimistic (one-sided, on p1 and on
-# p2, from the samples so far) would not reach the next requested radius at the last stage. Only efficiency and the
-# chance of missing a certificate depend on it, never soundness.
-_FUTILITY_LEVEL = 1e-4
+#: Default level of the optimistic bounds of sequential certification's futility rule.
+FUTILITY_LEVEL = 1e-3
 # Upper limit on the floats of clean inputs moved to the device at once.
 _MAX_CHUNK_FLOATS = 1 << 25
 
@@ -859,6 +858,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         radii: Sequence[float] | None = None,
         sequential: bool = False,
         stages: Sequence[int] | None = None,
+        futility: float = FUTILITY_LEVEL,
     ) -> CertifyReport:
         """
         Certify inputs and report counts, confidence bounds and the radius under every bound for the noise.
@@ -871,7 +871,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         `pa_lower >= 0.5` (see :func:`certify_counts`).
 
         With `sequential=True` (Gaussian or Laplace noise alike), `n` is the most estimation samples an input may
-        get: samples are drawn in stages (cumulative sizes `stages`, by default 100, 1,000, 10,000, ... then `n`),
+        get: samples are drawn in stages (cumulative sizes `stages`, by default 100, 200, 400, ... then `n`),
         the failure probability is split over the stages (:func:`art_stn.confidence.stage_schedule`: a union bound,
         so every certificate of the run holds with probability >= 1 - alpha together with all the others of the
         same input), and an input stops as soon as it is certified at the largest requested radius it can still
@@ -890,7 +890,11 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         :param radii: Radii asked about: the report's `certified_radius` is the largest of them each input is
                certified at (-1 for none). Required with `sequential`.
         :param sequential: Sample in stages and stop each input once it is decided at the requested radii.
-        :param stages: Cumulative stage sizes for `sequential` (default 100, 1,000, 10,000, ... below `n`, then `n`).
+        :param stages: Cumulative stage sizes for `sequential` (default 100, 200, 400, ... below `n`, then `n`).
+        :param futility: One-sided level of the optimistic bounds with which `sequential` judges whether an input can
+               still reach a larger requested radius (see :meth:`_reachable_levels`): larger values stop more inputs
+               early, saving samples at a higher chance of missing a certificate that more samples would have given.
+               It never affects soundness.
         :return: The :class:`CertifyReport`.
         """
         n = check_int(n, "n", 1)
@@ -906,6 +910,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
             raise ValueError("`sequential=True` needs `n0 >= 1`: the top class is selected before the first stage.")
         if stages is not None and not sequential:
             raise ValueError("`stages` applies to sequential certification only; pass `sequential=True`.")
+        futility = check_alpha(futility, "futility")
         x_t = self._check_x(x)
         batch_size = self._batch_size(batch_size)
         if n0 == 0:
@@ -916,7 +921,9 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
                 raise ValueError(f"`indices` must have shape ({x_t.shape[0]},); got {indices.shape}.")
         if sequential:
             sizes, alphas = stage_schedule(n, alpha, stages)
-            return self._certify_sequential(x_t, n0, batch_size, indices, interval, requested, sizes, alphas, verbose)
+            return self._certify_sequential(
+                x_t, n0, batch_size, indices, interval, requested, sizes, alphas, futility, verbose
+            )
         passes = 2 if n0 > 0 else 1
         with tqdm(total=passes * x_t.shape[0], desc="certify", unit="input", disable=not verbose) as bar:
             top = None
@@ -941,6 +948,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         radii: tuple[float, ...],
         sizes: list[int],
         alphas: list[float],
+        futility: float,
         verbose: bool,
     ) -> CertifyReport:
         """
@@ -955,6 +963,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         :param radii: The requested radii, ascending.
         :param sizes: Cumulative estimation sample sizes of the stages.
         :param alphas: Failure probability of each stage (summing to alpha).
+        :param futility: Level of the optimistic bounds of the futility rule.
         :param verbose: Show a progress bar.
         :return: The report; `counts`, `p1_lower`, `p2_upper` and `pa_lower` are those of each input's last stage.
         """
@@ -985,7 +994,9 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
                 if stage == len(sizes) - 1:
                     break
                 level = _levels(best[self.bound][rows], certified[self.bound][rows], radii)
-                reach = self._reachable_levels(counts[rows], top[rows], sizes[-1], alphas[-1], interval, radii)
+                reach = self._reachable_levels(
+                    counts[rows], top[rows], sizes[-1], alphas[-1], interval, radii, futility
+                )
                 done = level >= reach
                 active[rows[done]] = False
                 bar.update(int(done.sum()))
@@ -1023,12 +1034,13 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         alpha_last: float,
         interval: str,
         radii: tuple[float, ...],
+        level: float,
     ) -> np.ndarray:
         """
         How many requested radii each input could still be certified at by the last stage, judged optimistically.
 
         From the counts so far, `p1` is taken at its upper and `p2` (the runner-up's) at its lower one-sided
-        Clopper-Pearson bound (level :data:`_FUTILITY_LEVEL`). For Clopper-Pearson and Goodman intervals these are
+        Clopper-Pearson bound at `level`. For Clopper-Pearson and Goodman intervals these are
         turned into the counts of `n_max` samples (the rest of the samples spread over the other classes, no class
         above the runner-up, any remainder given to the top class) and certified by the last stage's rule; for
         Sison-Glaz (slow to evaluate) the radius of the optimistic probabilities themselves is used, without any
@@ -1040,6 +1052,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         :param alpha_last: Failure probability of the last stage.
         :param interval: The interval of `p1_lower` / `p2_upper`.
         :param radii: The requested radii, ascending.
+        :param level: One-sided level of the optimistic bounds.
         :return: Per input the number of requested radii that might be reached.
         """
         rows = np.arange(len(counts))
@@ -1047,8 +1060,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         others = counts.copy()
         others[rows, top] = -1
         runner = np.argmax(others, axis=1)
-        p1 = clopper_pearson_upper(counts[rows, top], m, _FUTILITY_LEVEL)
-        p2 = np.minimum(clopper_pearson_lower(others[rows, runner], m, _FUTILITY_LEVEL), 1.0 - p1)
+        p1 = clopper_pearson_upper(counts[rows, top], m, level)
+        p2 = np.minimum(clopper_pearson_lower(others[rows, runner], m, level), 1.0 - p1)
         if interval == "sison-glaz":
             if self.bound == "cohen":
                 radius = np.asarray(cohen_certify_l2_radius(p1, float(self.scale)))
@@ -1080,7 +1093,7 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         :param n: Number of noisy copies per input for the estimation.
         :param batch_size: Noisy copies per model call.
         :param kwargs: Passed to :meth:`certify_report` (`n0`, `alpha`, `indices`, `verbose`, `interval`, `radii`,
-               `sequential`, `stages`).
+               `sequential`, `stages`, `futility`).
         :return: `(prediction, radius)`: int64 classes (-1 = abstain) and float64 radii.
         """
         report = self.certify_report(x, n, batch_size=batch_size, **kwargs)

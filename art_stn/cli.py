@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument(
         "--stages",
         default=None,
-        help="cumulative stage sizes of --sequential (default: 100,1000,10000,... below --n, then --n)",
+        help="cumulative stage sizes of --sequential (default: 100,200,400,... below --n, then --n)",
     )
     certify.add_argument("--skip", type=int, default=1, help="certify every K-th example")
     certify.add_argument("--max", type=int, default=None, help="certify at most M examples")

@@ -264,15 +264,17 @@ def top_two_bounds(
 
 
 def stage_schedule(
-    n: int, alpha: float, stages: Sequence[int] | None = None, first: int = 100, growth: int = 10
+    n: int, alpha: float, stages: Sequence[int] | None = None, first: int = 100, growth: int = 2
 ) -> tuple[list[int], list[float]]:
     """
     The stages of sequential certification: cumulative sample sizes and the failure probability spent at each.
 
     Sizes are `stages` (strictly increasing, each <= n; n is appended when the last is below it) or, by default,
-    `first, first * growth, first * growth^2, ...` below n, then n. The failure probability is spent by a union
-    bound: the last stage (where the hardest inputs are decided) gets `alpha / 2`, the earlier stages share the
-    other half equally; one stage gets all of `alpha`. The probabilities sum to `alpha`.
+    `first, first * growth, first * growth^2, ...` below n, then n: 100, 200, 400, ..., 6400, 10000 for n = 10,000.
+    Doubling keeps the samples an input spends within twice what it needed, whatever it needed. The failure
+    probability is spent by a union bound: the last stage (where the hardest inputs are decided) gets `alpha / 2`,
+    the earlier stages share the other half equally; one stage gets all of `alpha`. The probabilities sum to
+    `alpha`.
 
     :param n: The largest number of estimation samples per input (N_max), >= 1.
     :param alpha: The total failure probability, in (0, 1).

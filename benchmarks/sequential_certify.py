@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.5)
     parser.add_argument("--radii", default="0.25,0.5,0.75,1.0")
     parser.add_argument("--stages", default=None, help="cumulative stage sizes (default: the library's)")
+    parser.add_argument("--futility", default="0.001", help="futility levels, one sequential run each")
     parser.add_argument("--epochs", type=int, default=40, help="digits: training epochs")
     parser.add_argument("--train-images", type=int, default=10_000, help="mnist: training images of the one epoch")
     parser.add_argument("--checkpoint", default=None, help="load the model from here if it exists, else save it")
@@ -128,7 +129,9 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     clf, x, y = _model(args)
     results = {"settings": {k: v for k, v in vars(args).items() if k != "quick"}, "runs": {}}
-    runs = {"fixed-n": {}, "sequential": {"sequential": True, "stages": stages}}
+    runs = {"fixed-n": {}}
+    for level in (float(v) for v in args.futility.split(",")):
+        runs[f"sequential (futility {level:g})"] = {"sequential": True, "stages": stages, "futility": level}
     for name, kwargs in runs.items():
         results["runs"][name] = _run(clf, x, y, args, **kwargs)
     if args.repeat_fixed:
@@ -136,13 +139,15 @@ def main() -> None:
         results["runs"]["fixed-n (seed + 1)"] = _run(clf, x, y, args)
     base = results["runs"]["fixed-n"]["forward_passes"]
     print(f"{args.model}: {len(x)} test inputs, sigma={args.sigma}, n0={args.n0}, N_max={args.n}, alpha={args.alpha}")
-    head = "run".ljust(22) + "forward passes".rjust(16) + "  ratio" + "".join(f"{r:>8g}" for r in args.radii)
+    head = "run".ljust(30) + "forward passes".rjust(16) + "  ratio" + "".join(f"{r:>8g}" for r in args.radii)
     print(head + "  seconds")
     for name, run in results["runs"].items():
         cells = "".join(f"{100 * a:>7.1f}%" for a in run["certified_accuracy"])
         ratio = base / run["forward_passes"]
-        print(f"{name:<22}{run['forward_passes']:>16,}{ratio:>6.2f}x{cells}  {run['seconds']:.0f}")
-    print("sequential samples per input (n0 included):", results["runs"]["sequential"]["samples_histogram"])
+        print(f"{name:<30}{run['forward_passes']:>16,}{ratio:>6.2f}x{cells}  {run['seconds']:.0f}")
+    for name, run in results["runs"].items():
+        if name.startswith("sequential"):
+            print(f"{name}: samples per input (n0 included): {run['samples_histogram']}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 

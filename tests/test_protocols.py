@@ -164,7 +164,10 @@ class Constant(torch.nn.Module):
 
 
 def test_stage_schedule():
-    assert stage_schedule(10_000, 0.001) == ([100, 1000, 10_000], [0.00025, 0.00025, 0.0005])
+    sizes, alphas = stage_schedule(10_000, 0.001)
+    assert sizes == [100, 200, 400, 800, 1600, 3200, 6400, 10_000]
+    assert alphas[-1] == 0.0005 and alphas[:-1] == [0.0005 / 7] * 7
+    assert stage_schedule(10_000, 0.001, growth=10) == ([100, 1000, 10_000], [0.00025, 0.00025, 0.0005])
     sizes, alphas = stage_schedule(5000, 0.01, first=200, growth=4)
     assert sizes == [200, 800, 3200, 5000] and sum(alphas) == pytest.approx(0.01) and alphas[-1] == 0.005
     assert stage_schedule(80, 0.05) == ([80], [0.05])
@@ -177,9 +180,10 @@ def test_stage_schedule():
 def test_sequential_stops_at_the_first_stage_when_every_input_is_decided():
     clf = STNClassifier(Constant(), torch.nn.CrossEntropyLoss(), (4,), 5, scale=0.5, n0=10, seed=0, device_type="cpu")
     x = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
-    cap = max_certifiable_radius(100, 0.001 / 4, 0.5)["renyi"]  # the first stage's Renyi ceiling
+    sizes, alphas = stage_schedule(10_000, 0.001)
+    cap = max_certifiable_radius(100, alphas[0], 0.5)["renyi"]  # the first stage's Renyi ceiling
     report = clf.certify_report(x, n=10_000, alpha=0.001, radii=[0.1, 0.9 * cap], sequential=True)
-    assert report.stages == (100, 1000, 10_000)
+    assert report.stages == tuple(sizes)
     np.testing.assert_array_equal(report.samples, 100 + 10)
     np.testing.assert_array_equal(report.prediction, 3)
     np.testing.assert_array_equal(report.certified_radius, 0.9 * cap)
@@ -217,7 +221,7 @@ def test_sequential_certificates_match_fixed_n_on_a_linear_classifier():
     for r in radii:  # a Monte Carlo difference of a few inputs near each radius at most
         assert abs(np.sum(seq.certified_radius >= r) - np.sum(fixed.certified_radius >= r)) <= 3
     np.testing.assert_array_equal(fixed.samples, 20_020)
-    assert set(np.unique(seq.samples)) <= {120, 1020, 10_020, 20_020}
+    assert set(np.unique(seq.samples)) <= {size + 20 for size in stage_schedule(20_000, 0.001)[0]}
 
 
 def test_certified_radius_convention_and_sequential_argument_checks(digits_classifier):
@@ -241,6 +245,8 @@ def test_certified_radius_convention_and_sequential_argument_checks(digits_class
         clf.certify_report(x, n=100, radii=[])
     with pytest.raises(TypeError, match="sequential"):
         clf.certify_report(x, n=100, radii=[0.1], sequential="yes")
+    with pytest.raises(ValueError, match="futility"):
+        clf.certify_report(x, n=100, radii=[0.1], sequential=True, futility=1.5)
 
 
 # ------------------------------------------------------------------------------------------------ ceiling
