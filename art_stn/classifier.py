@@ -432,8 +432,8 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         :param precision: `"fp32"` (default) or `"bf16"`: run the model under `torch.autocast` in bfloat16 while
                sampling (predict / certify). The counts are those of the bf16 model, so its certificates are sound
                for the bf16 classifier, not for the fp32 one with the same weights: a choice of base classifier.
-        :param channels_last: Use the channels-last memory format for 4-D inputs while sampling (faster
-               convolutions on recent GPUs).
+        :param channels_last: Use the channels-last memory format for 4-D inputs and weights while sampling (faster
+               convolutions on recent GPUs); other tensors (e.g. of 3-D convolutions) keep their format.
         :param interval: The confidence interval behind `p1_lower` / `p2_upper`: `"clopper-pearson"` (one-sided,
                `alpha / 2` each, Bonferroni: the paper's text), `"sison-glaz"` (needs >= 7 classes) or `"goodman"`
                (simultaneous multinomial intervals at level `alpha`: the reference code's choice). The `cohen` bound
@@ -635,8 +635,10 @@ class STNClassifier(RandomizedSmoothingMixin, PyTorchClassifier):
         :return: Counts of shape `(N, nb_classes)`, int64 (float64 sums of probabilities with `soft`).
         """
         self._model.eval()
-        if self.channels_last:
-            self._model.to(memory_format=torch.channels_last)
+        if self.channels_last:  # 4-D weights only: `Module.to` would also try (and fail on) 5-D ones
+            for tensor in (*self._model.parameters(), *self._model.buffers()):
+                if tensor.ndim == 4:
+                    tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
         k = self.nb_classes
         device = torch.device(self._device)
         shape = tuple(x.shape[1:])

@@ -426,3 +426,19 @@ def test_defect10e_get_activations_is_documented_as_the_base_model(digits_classi
     x = digits[0][:3]
     act = clf.get_activations(x, layer=0)
     np.testing.assert_allclose(act, clf.get_activations(x, layer=0))  # deterministic: no noise
+
+
+# ------------------------------------------------------------------------------------------------ looked at
+def test_lookat_channels_last_with_3d_convolutions():
+    # channels_last applies to 4-D tensors only; a Conv3d's 5-D weight made `Module.to(memory_format=...)` raise
+    # "required rank 4 tensor to use channels_last format". Only 4-D parameters change format now.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 2 * 2 * 2, 10))
+    x = np.random.default_rng(0).random((3, 1, 4, 4, 4), dtype=np.float32)
+    counts = {}
+    for channels_last in (False, True):
+        clf = STNClassifier(
+            net, torch.nn.CrossEntropyLoss(), (1, 4, 4, 4), 10, device_type="cpu", seed=0, channels_last=channels_last
+        )
+        counts[channels_last] = clf.certify_report(x, n=64, n0=8).counts
+    np.testing.assert_array_equal(counts[True], counts[False])
