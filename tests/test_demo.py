@@ -30,7 +30,9 @@ def test_demo_console_script(tmp_path):
     for entry in results["models"].values():
         acc = entry["certified_accuracy_renyi"]
         assert len(acc) == 5 and all(a >= b for a, b in zip(acc, acc[1:], strict=False))
-        assert all(r <= c for r, c in zip(acc, entry["certified_accuracy_cohen"], strict=True))
+        # Rényi's radius never exceeds Cohen's two-class form on the same bounds (`cohen`, Cohen et al.'s CERTIFY, uses
+        # another bound and abstain rule since issue 13, so it can certify fewer inputs at small radii).
+        assert all(r <= c for r, c in zip(acc, entry["certified_accuracy_cohen-top2"], strict=True))
 
 
 def test_demo_rejects_bad_arguments(tmp_path):
