@@ -9,8 +9,6 @@ import sys
 
 from art_stn import __version__
 
-DEMO_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
-
 #: Certification protocols of `art-stn certify --protocol`: (n, n0, alpha).
 PROTOCOLS = {
     "paper": (100, 0, 0.05),  # Li et al.'s text: n = 100, the same samples select the class, 95% Clopper-Pearson

@@ -25,6 +25,7 @@ from art_stn.evaluate import (
     robust_accuracy_to_file,
     summary_table,
 )
+from art_stn.metrics import bound_predictions
 from art_stn.models import MODELS, build_model, paper_optimizer
 from art_stn.plots import plot_certified_accuracy, plot_robust_accuracy
 from art_stn.trainer import STNTrainer
@@ -85,8 +86,7 @@ def demo(args: argparse.Namespace) -> None:
 
     :param args: Parsed arguments.
     """
-    from art_stn.cli import DEMO_RADII
-    from art_stn.demo import run_demo
+    from art_stn.demo import DEMO_RADII, run_demo
 
     run_demo(
         out=args.out,
@@ -307,7 +307,10 @@ def plot(args: argparse.Namespace) -> None:
             for column in [c for c in table if c.startswith("radius_")]:
                 norm = 1 if column == "radius_laplace" else 2
                 curves[f"{stem} {column[7:]}"] = certified_accuracy_curve(
-                    table["predict"], table[column], table["label"], max_radius=max(max_r * 1.05, 1e-3)
+                    bound_predictions(table, column[7:]),
+                    table[column],
+                    table["label"],
+                    max_radius=max(max_r * 1.05, 1e-3),
                 )
         path = plot_certified_accuracy(curves, args.out, norm=norm, title=args.title or "Certified accuracy")
         print(summary_table({k: (m, t) for k, (m, t, _) in loaded.items()}, args.radii))

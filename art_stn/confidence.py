@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import beta, binom
 
+from art_stn.validation import check_alpha
+
 __all__ = [
     "INTERVALS",
     "TopTwoBounds",
@@ -44,23 +46,6 @@ __all__ = [
 INTERVALS = ("clopper-pearson", "sison-glaz", "goodman")
 #: Sison-Glaz intervals are only valid with this many classes or more (statsmodels; Sison and Glaz 1995).
 SISON_GLAZ_MIN_CLASSES = 7
-
-
-def check_alpha(alpha: float, name: str = "alpha") -> float:
-    """
-    Validate a failure probability.
-
-    :param alpha: The failure probability, in the open interval (0, 1).
-    :param name: The argument's name, for the error message.
-    :return: `alpha` as a float.
-    :raises TypeError: if `alpha` is not a real number.
-    :raises ValueError: if `alpha` is not in (0, 1).
-    """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a float in (0, 1); got {type(alpha).__name__}.")
-    if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"`{name}` must lie in the open interval (0, 1); got {alpha!r}.")
-    return float(alpha)
 
 
 def check_interval(interval: str, nb_classes: int | None = None) -> str:

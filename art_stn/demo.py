@@ -20,11 +20,13 @@ from art_stn.models import digits_cnn
 from art_stn.plots import plot_certified_accuracy
 from art_stn.trainer import STNTrainer
 
-__all__ = ["DEMO_BOUNDS", "run_demo", "train_digits"]
+__all__ = ["DEMO_BOUNDS", "DEMO_RADII", "run_demo", "train_digits"]
 
 #: The bounds the demo reports: the paper's Rényi bound, Cohen et al.'s CERTIFY, and Cohen's two-class form on the
 #: same bounds as Rényi's (never below Rényi's radius).
 DEMO_BOUNDS = ("renyi", "cohen", "cohen-top2")
+#: The radii of the demo's table.
+DEMO_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def _predictions(report: Any, bound: str) -> np.ndarray:
@@ -97,7 +99,7 @@ def run_demo(
     alpha: float = 0.001,
     seed: int = 0,
     device: str = "cpu",
-    radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    radii: Sequence[float] = DEMO_RADII,
     verbose: bool = True,
 ) -> dict[str, Any]:
     """

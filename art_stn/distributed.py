@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from art_stn.results import merge_results
+
 __all__ = [
     "DistContext",
     "barrier",
@@ -122,30 +124,7 @@ def merge_shards(out: str | Path, world_size: int, remove: bool = False) -> Path
     :return: The merged file.
     :raises ValueError: when the shards disagree on their settings or columns, or hold an index twice.
     """
-    from art_stn.evaluate import _complete_lines, read_results, results_header
-
-    out = Path(out)
-    shards = [shard_path(out, r, world_size) for r in range(world_size)]
-    parts = [read_results(s) for s in shards]
-    meta, table, kind = parts[0]
-    for s, (m, t, k) in zip(shards[1:], parts[1:], strict=True):
-        if (m, list(t), k) != (meta, list(table), kind):
-            raise ValueError(f"shard {s} has other settings or columns than {shards[0]}.")
-    rows: list[tuple[float, str]] = []
-    for s in shards:
-        lines = _complete_lines(s)[2:]
-        rows += [(float(line.split("\t", 1)[0]), line) for line in lines if line.strip()]
-    keys = [k for k, _ in rows]
-    if len(set(keys)) != len(keys):
-        raise ValueError("the shards hold an example twice: were they written with different world sizes?")
-    rows.sort(key=lambda kv: kv[0])
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(results_header(kind, meta, list(table)) + "".join(line + "\n" for _, line in rows), encoding="utf-8")
-    tmp.replace(out)
-    if remove:
-        for s in shards:
-            s.unlink()
-    return out
+    return merge_results(out, [shard_path(out, r, world_size) for r in range(world_size)], remove=remove)
 
 
 def shard_indices(indices: np.ndarray, ctx: DistContext) -> np.ndarray:

@@ -12,44 +12,34 @@ import math
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from art.defences.trainer.trainer import Trainer
+from art.estimators.classification.pytorch import PyTorchClassifier
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from art_stn.classifier import STNClassifier, check_int, check_labels
+from art_stn.checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_resume_settings,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
 from art_stn.distributed import barrier, is_main, unwrap
 from art_stn.noise import fill_noise
+from art_stn.validation import check_int, check_labels
+
+if TYPE_CHECKING:
+    from art_stn.classifier import STNClassifier
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["STNTrainer", "load_checkpoint"]
-
-CHECKPOINT_FORMAT = 1
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """
-    Load an art-stn checkpoint safely (`torch.load(..., weights_only=True)`).
-
-    :param path: The checkpoint file.
-    :return: The checkpoint dict (`model_state`, `smoothing`, `epoch`, `optimizer_state`, ...).
-    :raises FileNotFoundError: if the file does not exist.
-    :raises ValueError: if the file is not a readable art-stn checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, tampered or foreign pickles all land here
-        raise ValueError(f"{path} is not a readable checkpoint (loaded with weights_only=True): {err}") from err
-    if not isinstance(ckpt, dict) or "model_state" not in ckpt or "smoothing" not in ckpt:
-        raise ValueError(f"{path} is not an art-stn checkpoint (no model_state / smoothing settings).")
-    return ckpt
+# CHECKPOINT_FORMAT and load_checkpoint live in art_stn.checkpoint; re-exported here, where they were first defined.
+__all__ = ["CHECKPOINT_FORMAT", "STNTrainer", "load_checkpoint"]
 
 
 class STNTrainer(Trainer):
@@ -97,7 +87,7 @@ class STNTrainer(Trainer):
         :param detach_target: Stop the gradient through the clean softmax in the stability term (the reference code's
                variant); False (default) is the paper's formula.
         """
-        if not isinstance(classifier, STNClassifier):
+        if not isinstance(classifier, PyTorchClassifier) or not hasattr(classifier, "smoothing_settings"):
             raise TypeError(f"`classifier` must be an art_stn.STNClassifier; got {type(classifier).__name__}.")
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.integer, np.floating)):
             raise TypeError("`gamma` must be a number >= 0.")
@@ -207,10 +197,7 @@ class STNTrainer(Trainer):
         :return: The path.
         """
         clf = self.classifier
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         ckpt = {
-            "format": CHECKPOINT_FORMAT,
             "model_state": unwrap(clf.model).state_dict(),
             "smoothing": clf.smoothing_settings(),
             "epoch": int(epoch),
@@ -221,45 +208,10 @@ class STNTrainer(Trainer):
             "scheduler_state": None if scheduler is None else scheduler.state_dict(),
             "history": self.history,
             "metadata": self.metadata,
-            "rng_state": self._rng_state(),
+            "rng_state": rng_state(self.classifier.device),
             "partial": partial,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(ckpt, tmp)
-        tmp.replace(path)
-        return path
-
-    def _rng_state(self) -> dict[str, torch.Tensor]:
-        """
-        :return: The state of torch's global generators that dropout (and a user's `DataLoader` shuffling) draw
-                 from: the CPU generator and, on a CUDA device, that device's generator.
-        """
-        state = {"cpu": torch.get_rng_state()}
-        device = torch.device(self.classifier.device)
-        if device.type == "cuda":  # pragma: no cover - needs a GPU
-            state["cuda"] = torch.cuda.get_rng_state(device)
-        return state
-
-    def _check_resume_settings(self, ckpt: dict[str, Any], path: str | Path) -> None:
-        """
-        Refuse to continue a checkpoint trained under other noise, gamma or seed.
-
-        :param ckpt: The checkpoint.
-        :param path: Its file, for the message.
-        :raises ValueError: naming the settings that differ.
-        """
-        clf = self.classifier
-        smoothing = ckpt.get("smoothing", {})
-        stored = {"noise": smoothing.get("noise"), "scale": smoothing.get("scale"), "gamma": ckpt.get("gamma")}
-        stored["seed"] = ckpt.get("seed")
-        now = {"noise": clf.noise, "scale": float(clf.scale), "gamma": self.gamma, "seed": self.seed}
-        differ = {k: (stored[k], v) for k, v in now.items() if stored[k] is not None and stored[k] != v}
-        if differ:
-            names = ", ".join(differ)
-            raise ValueError(
-                f"cannot resume {path}: {names} differ (checkpoint, now): {differ}. Resume with the checkpoint's "
-                "settings or start a new run."
-            )
+        return save_checkpoint(path, ckpt)
 
     def _resume(self, path: str | Path, scheduler: Any) -> int:
         """
@@ -273,7 +225,8 @@ class STNTrainer(Trainer):
         """
         clf = self.classifier
         ckpt = load_checkpoint(path)
-        self._check_resume_settings(ckpt, path)
+        now = {"noise": clf.noise, "scale": float(clf.scale), "gamma": self.gamma, "seed": self.seed}
+        check_resume_settings(ckpt, now, path)
         try:
             unwrap(clf.model).load_state_dict(ckpt["model_state"])
         except RuntimeError as err:
@@ -284,11 +237,7 @@ class STNTrainer(Trainer):
             scheduler.load_state_dict(ckpt["scheduler_state"])
         self.history = list(ckpt.get("history", []))
         self._partial = ckpt.get("partial")
-        rng = ckpt.get("rng_state") or {}
-        if "cpu" in rng:
-            torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.device(clf.device).type == "cuda":  # pragma: no cover - needs a GPU
-            torch.cuda.set_rng_state(rng["cuda"], torch.device(clf.device))
+        restore_rng_state(ckpt.get("rng_state") or {}, clf.device)
         return int(ckpt["epoch"]) + 1
 
     # ------------------------------------------------------------------------------------------------ training

@@ -66,3 +66,41 @@ def test_certified_accuracy_difference_is_paired_and_covers_the_truth():
     assert hits >= 180, hits
     with pytest.raises(ValueError, match="confidence"):
         certified_accuracy_difference(a, b, labels, [0.0], confidence=1.0)
+
+
+def test_results_files_record_the_selected_class_for_every_bound(digits_classifier, digits, tmp_path):
+    from art_stn.evaluate import certify_to_file, read_results
+    from art_stn.metrics import bound_predictions
+
+    x, y = digits[0][:8], digits[1][:8]
+    clf = digits_classifier(seed=4, scale=0.5)
+    out = certify_to_file(clf, x, y, np.arange(8), tmp_path / "c.tsv", n=64, n0=16, alpha=0.05, verbose=False)
+    _, table, _ = read_results(out)
+    report = clf.certify_report(x, n=64, n0=16, alpha=0.05)
+    assert list(table["top"].astype(int)) == list(report.top)
+    for bound in ("renyi", "cohen", "cohen-top2", "pixeldp"):
+        expected = np.where(report.radii[bound] > 0, report.top, -1)
+        assert list(bound_predictions(table, bound).astype(int)) == list(expected)
+    with pytest.raises(ValueError, match="laplace"):
+        bound_predictions(table, "laplace")
+
+
+def test_results_file_without_the_top_column_resumes_in_its_own_layout(digits_classifier, digits, tmp_path):
+    from art_stn.evaluate import certify_to_file, read_results
+
+    x, y = digits[0][:6], digits[1][:6]
+    clf = digits_classifier(seed=4)
+    args = dict(n=32, n0=8, alpha=0.05, verbose=False)
+    full = certify_to_file(clf, x, y, np.arange(6), tmp_path / "full.tsv", **args)
+    # A file written before the `top` column: the same rows, without it, cut after three examples.
+    lines = full.read_text().splitlines()
+    columns = lines[1].split("\t")
+    keep = [i for i, c in enumerate(columns) if c != "top"]
+    legacy_lines = lines[:1] + ["\t".join(line.split("\t")[i] for i in keep) for line in lines[1:5]]
+    legacy = tmp_path / "legacy.tsv"
+    legacy.write_text("\n".join(legacy_lines) + "\n")
+    certify_to_file(clf, x, y, np.arange(6), legacy, resume=True, **args)
+    _, table, _ = read_results(legacy)
+    _, full_table, _ = read_results(full)
+    assert "top" not in table and sorted(table["idx"].astype(int)) == [0, 1, 2, 3, 4, 5]
+    assert list(table["radius"]) == list(full_table["radius"])

@@ -23,22 +23,13 @@ from art_stn.evaluate import (  # noqa: E402
     max_certifiable_radius,
     read_results,
 )
+from art_stn.metrics import bound_predictions  # noqa: E402
 
 MODELS = {"stn": "STN (gamma = 1)", "noise": "no STN (gamma = 0)", "stn-detach": "STN, detached target"}
 PROTOCOLS = {"paper": "n = 100, n0 = 0, alpha = 0.05", "tight": "n = 10,000, n0 = 100, alpha = 0.001"}
 STYLES = {"renyi": "-", "cohen": "--", "cohen-top2": (0, (5, 1)), "pixeldp": ":"}
 COLORS = {"stn": "tab:blue", "noise": "tab:orange", "stn-detach": "tab:green"}
 TABLE_RADII = (0.5, 1.0, 1.4, 1.58)
-
-
-def predictions(table: dict[str, np.ndarray], bound: str) -> np.ndarray:
-    """
-    :param table: A certify results table.
-    :param bound: A bound with a `radius_<bound>` column.
-    :return: The certified prediction under that bound (-1 where it gives no certificate).
-    """
-    top = table["top"] if "top" in table else table["predict"]
-    return np.where(table[f"radius_{bound}"] > 0, top, -1)
 
 
 def load(results: Path, sigma: float) -> dict[tuple[str, str], tuple[dict, dict[str, np.ndarray]]]:
@@ -66,7 +57,9 @@ def figure1(found: dict, sigma: float, out: Path) -> Path:
             if prot != protocol:
                 continue
             for bound in [c[7:] for c in table if c.startswith("radius_")]:
-                acc = certified_accuracy(predictions(table, bound), table[f"radius_{bound}"], table["label"], grid)
+                acc = certified_accuracy(
+                    bound_predictions(table, bound), table[f"radius_{bound}"], table["label"], grid
+                )
                 label = f"{MODELS[model]}, {bound}"
                 ax.plot(grid, 100 * acc, linestyle=STYLES.get(bound, "-"), color=COLORS[model], lw=1.8, label=label)
             ceiling = max_certifiable_radius(meta["n"], meta["alpha"], sigma, nb_classes=10)["renyi"]
@@ -99,7 +92,7 @@ def figure3(results: Path, found: dict, sigma: float, out: Path) -> Path | None:
         if ("stn", protocol) in found:
             _, table = found["stn", protocol]
             grid = np.linspace(0, 4, 161)
-            acc = certified_accuracy(predictions(table, "renyi"), table["radius_renyi"], table["label"], grid)
+            acc = certified_accuracy(bound_predictions(table, "renyi"), table["radius_renyi"], table["label"], grid)
             axes[0].plot(grid, 100 * acc, "--", label=f"certified (Rényi, {protocol} protocol)")
     axes[0].set(xlabel="L2 attack size / radius", ylabel="accuracy (%)", ylim=(0, 100), title="L2")
     if linf.is_file():
@@ -124,7 +117,7 @@ def tables(found: dict, sigma: float) -> str:
     for (model, protocol), (_, table) in found.items():
         for bound in [c[7:] for c in table if c.startswith("radius_")]:
             acc = certified_accuracy(
-                predictions(table, bound), table[f"radius_{bound}"], table["label"], [0.0, *TABLE_RADII]
+                bound_predictions(table, bound), table[f"radius_{bound}"], table["label"], [0.0, *TABLE_RADII]
             )
             cells = " | ".join(f"{r:g} ({100 * a:.1f}%)" for r, a in zip(TABLE_RADII, acc[1:], strict=True))
             lines.append(
@@ -142,8 +135,8 @@ def tables(found: dict, sigma: float) -> str:
                 if f"radius_{bound}" not in a:
                     continue
                 d, lo, hi = certified_accuracy_difference(
-                    (predictions(a, bound), a[f"radius_{bound}"]),
-                    (predictions(b, bound), b[f"radius_{bound}"]),
+                    (bound_predictions(a, bound), a[f"radius_{bound}"]),
+                    (bound_predictions(b, bound), b[f"radius_{bound}"]),
                     a["label"],
                     radii,
                 )

@@ -1,0 +1,207 @@
+"""
+Metrics of certificates: certified accuracy at given radii, curves over radius, paired differences between two
+classifiers, the largest radius a protocol can certify, and plain-text tables.
+
+Layer 3: pure functions of arrays (numpy / scipy) and of :mod:`art_stn.certification`; no ART, no model.
+:mod:`art_stn.evaluate` re-exports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from art_stn.certification import certify_counts
+from art_stn.validation import check_int
+
+__all__ = [
+    "bound_predictions",
+    "certified_accuracy",
+    "certified_accuracy_curve",
+    "certified_accuracy_difference",
+    "format_table",
+    "max_certifiable_radius",
+    "summary_table",
+]
+
+
+def _check(prediction: np.ndarray, radius: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """
+    Validate certificate arrays.
+
+    :return: The arrays as numpy arrays.
+    """
+    prediction, radius, labels = np.asarray(prediction), np.asarray(radius, dtype=np.float64), np.asarray(labels)
+    if not (prediction.shape == radius.shape == labels.shape) or prediction.ndim != 1:
+        raise ValueError(
+            f"`prediction`, `radius` and `labels` must be 1-D of one length; got {prediction.shape}, "
+            f"{radius.shape}, {labels.shape}."
+        )
+    if np.isnan(radius).any() or (radius < 0).any():
+        raise ValueError("`radius` must be >= 0 and not NaN.")
+    return prediction, radius, labels
+
+
+def certified_accuracy(
+    prediction: np.ndarray, radius: np.ndarray, labels: np.ndarray, radii: Sequence[float]
+) -> np.ndarray:
+    """
+    Certified accuracy at each radius: the fraction of inputs whose certified prediction is correct with a
+    certified radius >= r (abstentions, prediction -1, never count).
+
+    :param prediction: Certified predictions, -1 for abstain.
+    :param radius: Certified radii.
+    :param labels: True labels.
+    :param radii: The radii to evaluate at.
+    :return: Array of accuracies, one per radius.
+    """
+    prediction, radius, labels = _check(prediction, radius, labels)
+    correct = prediction == labels
+    r = np.asarray(radii, dtype=np.float64)
+    if len(labels) == 0:
+        return np.zeros(len(r))
+    return np.mean(correct[None, :] & (radius[None, :] >= r[:, None]), axis=1)
+
+
+def certified_accuracy_curve(
+    prediction: np.ndarray, radius: np.ndarray, labels: np.ndarray, max_radius: float | None = None, points: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Certified accuracy as a function of the radius, on a regular grid (for plots).
+
+    :param prediction: Certified predictions, -1 for abstain.
+    :param radius: Certified radii.
+    :param labels: True labels.
+    :param max_radius: End of the grid (default: the largest finite radius, or 1).
+    :param points: Number of grid points.
+    :return: `(radii, accuracy)`.
+    """
+    prediction, radius, labels = _check(prediction, radius, labels)
+    if max_radius is None:
+        finite = radius[np.isfinite(radius)]
+        max_radius = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    grid = np.linspace(0.0, max_radius, points)
+    return grid, certified_accuracy(prediction, radius, labels, grid)
+
+
+def certified_accuracy_difference(
+    a: tuple[np.ndarray, np.ndarray],
+    b: tuple[np.ndarray, np.ndarray],
+    labels: np.ndarray,
+    radii: Sequence[float],
+    confidence: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Difference of certified accuracy between two classifiers certified on the same examples (e.g. STN minus its
+    ablation), with a paired confidence interval per radius.
+
+    Per example `d_i = correct_a(r) - correct_b(r)` in {-1, 0, 1}; the difference is `mean(d)` and the interval the
+    paired Wald interval `mean(d) +- z * sd(d) / sqrt(N)` (the examples, not the Monte Carlo noise, are the sample).
+
+    :param a: `(prediction, radius)` of the first classifier.
+    :param b: `(prediction, radius)` of the second, on the same examples in the same order.
+    :param labels: True labels.
+    :param radii: The radii.
+    :param confidence: Two-sided confidence level, in (0, 1).
+    :return: `(difference, lower, upper)`, one entry per radius (fractions).
+    """
+    from scipy.stats import norm
+
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"`confidence` must lie in (0, 1); got {confidence!r}.")
+    pa, ra, labels = _check(*a, labels)
+    pb, rb, _ = _check(*b, labels)
+    r = np.asarray(radii, dtype=np.float64)[:, None]
+    d = ((pa == labels) & (ra >= r)).astype(np.float64) - ((pb == labels) & (rb >= r)).astype(np.float64)
+    mean = d.mean(axis=1)
+    half = norm.ppf(0.5 + confidence / 2) * d.std(axis=1, ddof=1) / np.sqrt(max(d.shape[1], 1))
+    return mean, mean - half, mean + half
+
+
+def max_certifiable_radius(
+    n: int,
+    alpha: float,
+    scale: float,
+    noise: str = "gaussian",
+    interval: str = "clopper-pearson",
+    nb_classes: int = 2,
+) -> dict[str, float]:
+    """
+    The largest radius a protocol can certify at all, per bound: the certificate of counts `[n, 0, ..., 0]` (every
+    estimation sample on the top class), through the same bound code as :meth:`STNClassifier.certify_report`.
+
+    No input gets a larger radius with these settings, however robust the model; e.g. `n = 100`, `alpha = 0.05`,
+    sigma 0.7 caps the Renyi radius at about 1.02. The number of selection samples `n0` does not enter: the cap is
+    reached when the selected class gets all `n` estimation samples. For sequential certification pass the last
+    stage's sample size and failure probability (:func:`art_stn.confidence.stage_schedule`).
+
+    :param n: Estimation samples per input, >= 1.
+    :param alpha: Failure probability, in (0, 1).
+    :param scale: Gaussian sigma or Laplace lambda, > 0.
+    :param noise: `"gaussian"` or `"laplace"`.
+    :param interval: The interval of `p1_lower` / `p2_upper` (one of :data:`art_stn.confidence.INTERVALS`).
+    :param nb_classes: Number of classes (matters for the multinomial intervals only), >= 2.
+    :return: The radius per bound name (L2 for Gaussian noise, L1 for Laplace noise).
+    """
+    n = check_int(n, "n", 1)
+    nb_classes = check_int(nb_classes, "nb_classes", 2)
+    counts = np.zeros((1, nb_classes), dtype=np.int64)
+    counts[0, 0] = n
+    report = certify_counts(counts, alpha, scale, noise=noise, interval=interval)
+    return {name: float(r[0]) for name, r in report.radii.items()}
+
+
+def format_table(rows: dict[str, Sequence[float]], radii: Sequence[float], title: str = "radius") -> str:
+    """
+    A plain-text table of certified accuracies: one row per model/bound, one column per radius.
+
+    :param rows: Accuracies (fractions) by row name.
+    :param radii: The radii of the columns.
+    :param title: Header of the first column.
+    :return: The table.
+    """
+    width = max([len(title), *map(len, rows)])
+    head = f"{title:<{width}} " + " ".join(f"{r:>7.2f}" for r in radii)
+    lines = [head, "-" * len(head)]
+    for name, accs in rows.items():
+        lines.append(f"{name:<{width}} " + " ".join(f"{100 * a:>6.1f}%" for a in accs))
+    return "\n".join(lines)
+
+
+def bound_predictions(table: dict[str, np.ndarray], bound: str) -> np.ndarray:
+    """
+    The certified prediction under one bound, from a certify results table: the selected class (`top`) where the
+    bound's radius is > 0, else -1. Files written before the `top` column have only the configured bound's
+    prediction (`predict`): for them an input that this bound certifies but the configured one does not counts as
+    not certified, so other bounds' accuracies are lower bounds.
+
+    :param table: Columns of a certify results file (:func:`art_stn.results.read_results`).
+    :param bound: A bound with a `radius_<bound>` column.
+    :return: Per example the class, -1 where `bound` gives no certificate.
+    :raises ValueError: if the table has no `radius_<bound>` column.
+    """
+    if f"radius_{bound}" not in table:
+        raise ValueError(f"`bound` {bound!r} has no radius column; the table has {sorted(table)}.")
+    top = table["top"] if "top" in table else table["predict"]
+    return np.where(table[f"radius_{bound}"] > 0, top, -1)
+
+
+def summary_table(results: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]], radii: Sequence[float]) -> str:
+    """
+    The paper's Table 1 format from certify results files: per file and bound, the clean (certified) accuracy and
+    "radius (accuracy%)" at each radius.
+
+    :param results: `label -> (settings, columns)` as returned by :func:`read_results`.
+    :param radii: The radii to report.
+    :return: The table as text.
+    """
+    lines = []
+    for label, (_, table) in results.items():
+        for column in [c for c in table if c.startswith("radius_")]:
+            pred = bound_predictions(table, column.removeprefix("radius_"))
+            acc = certified_accuracy(pred, table[column], table["label"], [0.0, *radii])
+            cells = "  ".join(f"{r:g} ({100 * a:.1f}%)" for r, a in zip(radii, acc[1:], strict=True))
+            lines.append(f"{label} [{column[7:]}]  clean {100 * acc[0]:.1f}%  {cells}")
+    return "\n".join(lines)

@@ -1,0 +1,236 @@
+"""
+The resumable results-file format of `art-stn certify` and `art-stn attack`: a first line
+`# art-stn <kind> <json settings>`, a tab-separated header, then one line per example (or attack size), flushed as
+it is done. Resuming checks the settings (a hash of the weights among them) and drops a half-written last line;
+shards of a distributed run merge into one file in index order.
+
+Layer 3: numpy / torch only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "NOISE_STREAMS",
+    "RESULTS_MAGIC",
+    "complete_lines",
+    "merge_results",
+    "model_settings",
+    "open_results",
+    "read_results",
+    "results_header",
+    "weights_sha256",
+]
+
+#: The first word of every results file.
+RESULTS_MAGIC = "# art-stn"
+#: Version of the seeded noise streams, recorded in results files: files written with other streams do not resume.
+NOISE_STREAMS = 2
+
+
+def _plain(value: Any) -> Any:
+    """
+    :param value: A setting (number, string, array, sequence, or another object).
+    :return: A JSON-able form of it (arrays as lists, other objects by type name).
+    """
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return type(value).__name__
+
+
+def weights_sha256(model: Any) -> str:
+    """
+    SHA-256 of a model's `state_dict`: every entry's name, dtype, shape and bytes, in the `state_dict`'s order.
+
+    :param model: A torch module.
+    :return: The hex digest.
+    """
+    digest = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        digest.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()
+
+
+def model_settings(classifier: Any) -> dict[str, Any]:
+    """
+    The settings of the classifier behind a results file, beyond its smoothing settings: a hash of the model's
+    weights, the sampling precision and memory format, ART's preprocessing, and the noise-stream version.
+
+    :param classifier: An :class:`~art_stn.STNClassifier`.
+    :return: Plain values for the file's header.
+    """
+    preprocessing = [
+        {"name": type(op).__name__, **{p: _plain(getattr(op, p, None)) for p in getattr(op, "params", [])}}
+        for op in classifier.preprocessing_operations
+    ]
+    return {
+        "model_sha256": weights_sha256(classifier.model),
+        "precision": classifier.precision,
+        "channels_last": classifier.channels_last,
+        "preprocessing": preprocessing,
+        "noise_streams": NOISE_STREAMS,
+    }
+
+
+def complete_lines(path: Path) -> list[str]:
+    """
+    The lines of a text file that end with a newline: a last line without one was cut short by a killed run (or a
+    write buffer flushed mid-line) and is left out, even when its fields happen to parse.
+
+    :param path: The file.
+    :return: The complete lines, without their newlines.
+    """
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    return lines if text.endswith("\n") or not lines else lines[:-1]
+
+
+def results_header(kind: str, meta: dict[str, Any], columns: Sequence[str]) -> str:
+    """
+    The two header lines of a results file: `# art-stn <kind> <json settings>` and the tab-separated column names.
+
+    :param kind: `"certify"` or `"attack"`.
+    :param meta: The settings the rows depend on.
+    :param columns: The column names.
+    :return: The header, ending with a newline.
+    """
+    return f"{RESULTS_MAGIC} {kind} {json.dumps(meta, sort_keys=True)}\n" + "\t".join(columns) + "\n"
+
+
+def open_results(
+    path: Path, kind: str, meta: dict[str, Any], columns: list[str], resume: bool, overwrite: bool
+) -> tuple[set[int], Any]:
+    """
+    Open a results file for appending, after checking it can be written (before any work starts).
+
+    A new file gets a first line `# art-stn <kind> <json settings>` and a tab-separated header. With `resume`, an
+    existing file must have the same kind, settings and columns; a last line without its newline (cut short by a
+    killed run) is dropped, so its example is done again.
+
+    :param path: The results file.
+    :param kind: `"certify"` or `"attack"`.
+    :param meta: The settings the rows depend on.
+    :param columns: The column names.
+    :param resume: Continue an existing file.
+    :param overwrite: Replace an existing file.
+    :return: The values of the first column already in the file, and the open file.
+    """
+    done: set[float] = set()
+    if path.exists() and path.stat().st_size > 0:
+        if resume:
+            old_meta, table, _ = read_results(path, expect=kind)
+            mismatched = {k: (old_meta.get(k), v) for k, v in meta.items() if old_meta.get(k) != v}
+            if mismatched:
+                older = " (written by an older art-stn: start a new file)" if "noise_streams" in mismatched else ""
+                raise ValueError(f"cannot resume {path}: its settings differ (file, now): {mismatched}{older}.")
+            if list(table) != columns:
+                raise ValueError(f"cannot resume {path}: its columns differ from {columns}.")
+            done = {float(v) for v in table[columns[0]]}
+            text = path.read_text()
+            if not text.endswith("\n"):  # a killed run may leave half a line
+                path.write_text(text[: text.rfind("\n") + 1])
+        elif not overwrite:
+            raise FileExistsError(f"{path} exists: pass --resume to continue it or --overwrite to replace it.")
+        else:
+            path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the caller
+    if handle.tell() == 0:
+        handle.write(results_header(kind, meta, columns))
+        handle.flush()
+    return done, handle
+
+
+def read_results(path: str | Path, expect: str | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
+    """
+    Read a results file written by `art-stn certify` or `art-stn attack`. A last line without its newline (the
+    half-written line of a killed run) is left out.
+
+    :param path: The file.
+    :param expect: The kind it must be (`"certify"` or `"attack"`), or None for either.
+    :return: `(settings, columns, kind)`, columns as float arrays by name.
+    :raises FileNotFoundError: if the file does not exist.
+    :raises ValueError: if it is not a well-formed results file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file not found: {path}")
+    lines = complete_lines(path)
+    if len(lines) < 2 or not lines[0].startswith(RESULTS_MAGIC + " "):
+        raise ValueError(f"{path} is not an art-stn results file (no '{RESULTS_MAGIC} <kind> {{...}}' first line).")
+    try:
+        _, _, kind, meta_text = lines[0].split(" ", 3)
+        meta = json.loads(meta_text)
+    except (ValueError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: malformed first line: {err}") from err
+    if expect is not None and kind != expect:
+        raise ValueError(f"{path} holds {kind} results, not {expect} results.")
+    columns = lines[1].split("\t")
+    rows = []
+    for number, line in enumerate(lines[2:], start=3):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(columns):
+            raise ValueError(f"{path}:{number}: expected {len(columns)} tab-separated fields, got {len(fields)}.")
+        try:
+            rows.append([float(f) for f in fields])
+        except ValueError as err:
+            raise ValueError(f"{path}:{number}: not a number: {err}") from err
+    data = np.array(rows, dtype=np.float64).reshape(len(rows), len(columns))
+    return meta, {c: data[:, i] for i, c in enumerate(columns)}, kind
+
+
+def merge_results(out: str | Path, shards: Sequence[str | Path], remove: bool = False) -> Path:
+    """
+    Merge results files of one run (e.g. the shards of `torchrun` ranks) into one, rows in index order (written to
+    a temporary file, then renamed).
+
+    :param out: The merged results file.
+    :param shards: The files to merge; they must share kind, settings and columns.
+    :param remove: Delete the shard files afterwards.
+    :return: The merged file.
+    :raises ValueError: when the shards disagree on their settings or columns, or hold an index twice.
+    """
+    out = Path(out)
+    shards = [Path(s) for s in shards]
+    parts = [read_results(s) for s in shards]
+    meta, table, kind = parts[0]
+    for s, (m, t, k) in zip(shards[1:], parts[1:], strict=True):
+        if (m, list(t), k) != (meta, list(table), kind):
+            raise ValueError(f"shard {s} has other settings or columns than {shards[0]}.")
+    rows: list[tuple[float, str]] = []
+    for s in shards:
+        lines = complete_lines(s)[2:]
+        rows += [(float(line.split("\t", 1)[0]), line) for line in lines if line.strip()]
+    keys = [k for k, _ in rows]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the shards hold an example twice: were they written with different world sizes?")
+    rows.sort(key=lambda kv: kv[0])
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(results_header(kind, meta, list(table)) + "".join(line + "\n" for _, line in rows), encoding="utf-8")
+    tmp.replace(out)
+    if remove:
+        for s in shards:
+            s.unlink()
+    return out
