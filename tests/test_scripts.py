@@ -123,3 +123,12 @@ def test_distributed_scaling_benchmark_runs():
     out = _run(str(ROOT / "benchmarks" / "distributed_scaling.py"), "--n", "100", "--max", "6")
     assert out.returncode == 0, out.stderr
     assert "merged file equals the single-process file: True" in out.stdout
+
+
+@pytest.mark.slow
+def test_cohen_agreement_benchmark_agrees_everywhere():
+    out = _run(str(ROOT / "benchmarks" / "cohen_agreement.py"), "--random", "3")
+    assert out.returncode == 0, out.stderr
+    total = out.stdout.strip().splitlines()[-1].split("|")
+    assert total[1].strip() == "all" and total[5].strip() == "0 / 0", total
+    assert float(total[6]) <= 1e-12 and float(total[7]) <= 1e-12, total
