@@ -66,7 +66,7 @@ def certify_to_file(
     """
     Certify examples and write one line per example as it is certified (flushed), resumably.
 
-    Columns: `idx label predict top radius radius_<bound>... p1_lower p2_upper count1 count2 correct seconds`:
+    Columns: `idx label predict radius radius_<bound>... p1_lower p2_upper top count1 count2 correct seconds`:
     `predict` is the certified class under the classifier's bound (-1 where it abstains), `top` the selected class,
     so that the prediction under any other bound is `top` where its radius is > 0
     (:func:`art_stn.metrics.bound_predictions`). With `sequential`, `samples` (noisy samples drawn, `n0` included)
@@ -120,11 +120,11 @@ def certify_to_file(
         "idx",
         "label",
         "predict",
-        "top",
         "radius",
         *[f"radius_{b}" for b in bounds],
         "p1_lower",
         "p2_upper",
+        "top",
         "count1",
         "count2",
         "correct",
@@ -167,11 +167,11 @@ def certify_to_file(
                         int(indices[i]),
                         int(y[i]),
                         int(rep.prediction[j]),
-                        *([int(rep.top[j])] if "top" in columns else []),
                         f"{rep.radius[j]:.6g}",
                         *[f"{rep.radii[b][j]:.6g}" for b in bounds],
                         f"{rep.p1_lower[j]:.8g}",
                         f"{rep.p2_upper[j]:.8g}",
+                        *([int(rep.top[j])] if "top" in columns else []),
                         int(c1),
                         int(c2),
                         int(rep.prediction[j] == y[i]),
