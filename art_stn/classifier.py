@@ -2,6 +2,10 @@
 `STNClassifier`: a smoothed PyTorch classifier for ART with Renyi-divergence (Gaussian, L2) and Laplace (L1)
 certificates, noise-averaged gradients for ART's attacks, and device-side Monte Carlo sampling.
 
+This module is the estimator itself (its parameters and their checks, `load`, `from_estimator`, `fit`); its
+`predict` / `certify` / `certify_report` come from :class:`art_stn.prediction.SmoothedPredictionMixin` and its
+gradients from :class:`art_stn.gradients.NoiseAveragedGradientsMixin` (layer 4 of docs/architecture.md).
+
 | Paper link: https://arxiv.org/abs/1809.03113 (Li, Wang, Chen, Carin, NeurIPS 2019)
 """
 
