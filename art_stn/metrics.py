@@ -98,7 +98,8 @@ def certified_accuracy_difference(
     ablation), with a paired confidence interval per radius.
 
     Per example `d_i = correct_a(r) - correct_b(r)` in {-1, 0, 1}; the difference is `mean(d)` and the interval the
-    paired Wald interval `mean(d) +- z * sd(d) / sqrt(N)` (the examples, not the Monte Carlo noise, are the sample).
+    paired Wald interval `mean(d) +- z * sd(d) / sqrt(N)` (the examples, not the Monte Carlo noise, are the sample),
+    clipped to [-1, 1]. With few examples it is only approximate: a constant `d` gives a zero-width interval.
 
     :param a: `(prediction, radius)` of the first classifier.
     :param b: `(prediction, radius)` of the second, on the same examples in the same order.
@@ -117,7 +118,8 @@ def certified_accuracy_difference(
     d = ((pa == labels) & (ra >= r)).astype(np.float64) - ((pb == labels) & (rb >= r)).astype(np.float64)
     mean = d.mean(axis=1)
     half = norm.ppf(0.5 + confidence / 2) * d.std(axis=1, ddof=1) / np.sqrt(max(d.shape[1], 1))
-    return mean, mean - half, mean + half
+    # A difference of two accuracies lies in [-1, 1]; the Wald interval of a few examples can reach past it.
+    return mean, np.clip(mean - half, -1.0, 1.0), np.clip(mean + half, -1.0, 1.0)
 
 
 def max_certifiable_radius(

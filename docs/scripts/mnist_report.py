@@ -3,7 +3,8 @@ The MNIST reproduction report (issue 12): Figure 1 (certified accuracy, two prot
 under PGD with EoT gradients beside the certified curve), the Table-1 rows, STN minus its ablation with 95%
 intervals, and what each protocol can certify at all, from the results files of `examples/paper_mnist.sh`.
 
-Usage: `python docs/scripts/mnist_report.py [RESULTS_DIR] [--sigma 0.7] [--assets docs/assets]`; prints Markdown.
+Usage: `python docs/scripts/mnist_report.py [RESULTS_DIR] [--sigma 0.7] [--assets docs/assets] [--checkpoints]`;
+prints Markdown.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 
 from art_stn.evaluate import (  # noqa: E402
     certified_accuracy,
@@ -30,6 +32,20 @@ PROTOCOLS = {"paper": "n = 100, n0 = 0, alpha = 0.05", "tight": "n = 10,000, n0 
 STYLES = {"renyi": "-", "cohen": "--", "cohen-top2": (0, (5, 1)), "pixeldp": ":"}
 COLORS = {"stn": "tab:blue", "noise": "tab:orange", "stn-detach": "tab:green"}
 TABLE_RADII = (0.5, 1.0, 1.4, 1.58)
+FIGURE_BOUNDS = ("renyi", "cohen", "pixeldp")  # the two-class Cohen form is in the tables, not the figure
+PAIRS = (("stn", "noise"), ("stn-detach", "stn"))  # (first, second): first minus second, on the images both have
+
+
+def common(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """
+    :return: Both tables restricted to the test images they share, in the same order (e.g. a model certified on every
+             10th image beside one certified on all of them).
+    """
+    _, ia, ib = np.intersect1d(a["idx"], b["idx"], return_indices=True)
+    a, b = {k: v[ia] for k, v in a.items()}, {k: v[ib] for k, v in b.items()}
+    if not np.array_equal(a["label"], b["label"]):
+        raise ValueError("the two results files disagree on the labels of the images they share")
+    return a, b
 
 
 def load(results: Path, sigma: float) -> dict[tuple[str, str], tuple[dict, dict[str, np.ndarray]]]:
@@ -56,17 +72,16 @@ def figure1(found: dict, sigma: float, out: Path) -> Path:
         for (model, prot), (meta, table) in found.items():
             if prot != protocol:
                 continue
-            for bound in [c[7:] for c in table if c.startswith("radius_")]:
+            for bound in [c[7:] for c in table if c.startswith("radius_") and c[7:] in FIGURE_BOUNDS]:
                 acc = certified_accuracy(
                     bound_predictions(table, bound), table[f"radius_{bound}"], table["label"], grid
                 )
-                label = f"{MODELS[model]}, {bound}"
+                label = f"{MODELS[model]}, {bound} ({len(table['idx'])} images)"
                 ax.plot(grid, 100 * acc, linestyle=STYLES.get(bound, "-"), color=COLORS[model], lw=1.8, label=label)
             ceiling = max_certifiable_radius(meta["n"], meta["alpha"], sigma, nb_classes=10)["renyi"]
             ax.axvline(ceiling, color="grey", lw=0.8, ls=":")
             ax.text(ceiling, 3, f" Rényi ceiling {ceiling:.2f}", color="grey", fontsize=8)
-        n_images = next((len(t["idx"]) for (m, p), (_, t) in found.items() if p == protocol), 0)
-        ax.set(title=f"{text} ({n_images} test images)", xlabel="L2 radius", ylim=(0, 100))
+        ax.set(title=text, xlabel="L2 radius", ylim=(0, 100))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("certified accuracy (%)")
@@ -87,7 +102,8 @@ def figure3(results: Path, found: dict, sigma: float, out: Path) -> Path | None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), constrained_layout=True)
     if l2.is_file():
         meta, table, _ = read_results(l2, expect="attack")
-        axes[0].plot(table["eps"], 100 * table["accuracy"], "o-", label=f"PGD-L2, EoT ({meta['examples']} images)")
+        eps, acc = np.r_[0.0, table["eps"]], 100 * np.r_[table["clean_accuracy"][0], table["accuracy"]]
+        axes[0].plot(eps, acc, "o-", label=f"PGD-L2, EoT ({meta['examples']} images; 0: no attack)")
     for protocol in PROTOCOLS:
         if ("stn", protocol) in found:
             _, table = found["stn", protocol]
@@ -97,11 +113,13 @@ def figure3(results: Path, found: dict, sigma: float, out: Path) -> Path | None:
     axes[0].set(xlabel="L2 attack size / radius", ylabel="accuracy (%)", ylim=(0, 100), title="L2")
     if linf.is_file():
         meta, table, _ = read_results(linf, expect="attack")
-        axes[1].plot(table["eps"], 100 * table["accuracy"], "o-", label=f"PGD-Linf, EoT ({meta['examples']} images)")
+        eps, acc = np.r_[0.0, table["eps"]], 100 * np.r_[table["clean_accuracy"][0], table["accuracy"]]
+        axes[1].plot(eps, acc, "o-", label=f"PGD-Linf, EoT ({meta['examples']} images; 0: no attack)")
     axes[1].set(xlabel="Linf attack size", ylim=(0, 100), title="Linf")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(f"MNIST, sigma = {sigma:g}, STN: robust accuracy under white-box PGD (paper's Figure 3)")
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -110,7 +128,8 @@ def figure3(results: Path, found: dict, sigma: float, out: Path) -> Path | None:
 
 def tables(found: dict, sigma: float) -> str:
     """
-    :return: Markdown: the Table-1 rows, STN minus no-STN with 95% intervals, and the protocol ceilings.
+    :return: Markdown: the Table-1 rows (with 95% Clopper-Pearson intervals over the test images), each model minus
+             its comparison with 95% paired intervals, and the protocol ceilings.
     """
     lines = ["| model | protocol | bound | clean (certified at 0) | " + " | ".join(map(str, TABLE_RADII)) + " |"]
     lines.append("|---" * (4 + len(TABLE_RADII)) + "|")
@@ -119,17 +138,21 @@ def tables(found: dict, sigma: float) -> str:
             acc = certified_accuracy(
                 bound_predictions(table, bound), table[f"radius_{bound}"], table["label"], [0.0, *TABLE_RADII]
             )
-            cells = " | ".join(f"{r:g} ({100 * a:.1f}%)" for r, a in zip(TABLE_RADII, acc[1:], strict=True))
+            lo, hi = proportion_confint(np.round(acc[1:] * len(table["idx"])), len(table["idx"]), method="beta")
+            cells = " | ".join(
+                f"{r:g} ({100 * a:.1f}% [{100 * a0:.0f}, {100 * a1:.0f}])"
+                for r, a, a0, a1 in zip(TABLE_RADII, acc[1:], lo, hi, strict=True)
+            )
             lines.append(
                 f"| {MODELS[model]} | {protocol} ({len(table['idx'])}) | {bound} | {100 * acc[0]:.1f}% | {cells} |"
             )
     out = ["\n".join(lines), ""] if found else []
     radii = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
     for protocol in PROTOCOLS:
-        if ("stn", protocol) in found and ("noise", protocol) in found:
-            a, b = found["stn", protocol][1], found["noise", protocol][1]
-            if not np.array_equal(a["idx"], b["idx"]):
+        for first, second in PAIRS:
+            if (first, protocol) not in found or (second, protocol) not in found:
                 continue
+            a, b = common(found[first, protocol][1], found[second, protocol][1])
             rows = ["| bound | " + " | ".join(f"{r:g}" for r in radii) + " |", "|---" * (len(radii) + 1) + "|"]
             for bound in ("renyi", "cohen"):
                 if f"radius_{bound}" not in a:
@@ -144,7 +167,11 @@ def tables(found: dict, sigma: float) -> str:
                     f"{100 * x:+.1f} [{100 * x0:+.1f}, {100 * x1:+.1f}]" for x, x0, x1 in zip(d, lo, hi, strict=True)
                 )
                 rows.append(f"| {bound} | {cells} |")
-            out += [f"STN minus no STN, {protocol} protocol ({len(a['idx'])} images), percentage points [95% CI]:", ""]
+            out += [
+                f"{MODELS[first]} minus {MODELS[second]}, {protocol} protocol, the {len(a['idx'])} images both have,"
+                " percentage points [95% paired CI]:",
+                "",
+            ]
             out += ["\n".join(rows), ""]
     rows = ["| protocol | " + " | ".join(["renyi", "cohen", "cohen-top2", "pixeldp"]) + " |", "|---" * 5 + "|"]
     for name, (n, _n0, alpha) in {
@@ -159,6 +186,49 @@ def tables(found: dict, sigma: float) -> str:
     return "\n".join(out)
 
 
+def attack_table(results: Path, sigma: float) -> str:
+    """
+    :return: Markdown: robust accuracy of the smoothed STN model at each attack size, from the PGD results files.
+    """
+    rows = []
+    for norm in ("l2", "linf"):
+        path = results / f"stn-sigma{sigma:g}-pgd-{norm}.tsv"
+        if path.is_file():
+            meta, table, _ = read_results(path, expect="attack")
+            cells = ", ".join(f"{e:g}: {100 * a:.1f}%" for e, a in zip(table["eps"], table["accuracy"], strict=True))
+            rows.append(
+                f"| PGD-{norm.upper()} | {int(meta['examples'])} | {100 * table['clean_accuracy'][0]:.1f}% | {cells} |"
+            )
+    if not rows:
+        return ""
+    head = "| attack (EoT gradients) | images | smoothed clean accuracy | robust accuracy at each attack size |"
+    return "\n".join([head, "|---|---:|---:|---|", *rows])
+
+
+def clean_accuracy(results: Path, sigma: float) -> str:
+    """
+    :return: Markdown: the base model's accuracy (no noise) on the 10,000 test images, for every checkpoint present
+             (checkpoints are not committed: this needs the training runs' files).
+    """
+    import torch
+
+    from art_stn.checkpoint import load_checkpoint, model_from_checkpoint
+    from art_stn.data import load_mnist
+
+    x, y = load_mnist()
+    rows = ["| model | epochs | base model clean accuracy, 10,000 test images |", "|---|---:|---:|"]
+    for model in MODELS:
+        path = results / f"{model}-sigma{sigma:g}.pt"
+        if not path.is_file():
+            continue
+        ckpt = load_checkpoint(path)
+        net = model_from_checkpoint(ckpt, path).eval()
+        with torch.no_grad():
+            pred = torch.cat([net(torch.from_numpy(b)).argmax(1) for b in np.array_split(x, 20)]).numpy()
+        rows.append(f"| {MODELS[model]} | {len(ckpt['history'])} | {100 * np.mean(pred == y):.2f}% |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     """
     Write the figures and print the tables.
@@ -167,6 +237,7 @@ def main() -> None:
     parser.add_argument("results", nargs="?", default="results/mnist")
     parser.add_argument("--sigma", type=float, default=0.7)
     parser.add_argument("--assets", default="docs/assets")
+    parser.add_argument("--checkpoints", action="store_true", help="also the base models' clean accuracy")
     args = parser.parse_args()
     results, assets = Path(args.results), Path(args.assets)
     found = load(results, args.sigma)
@@ -176,6 +247,11 @@ def main() -> None:
     if fig3 is not None:
         print(f"wrote {fig3}")
     print(tables(found, args.sigma))
+    print()
+    print(attack_table(results, args.sigma))
+    if args.checkpoints:
+        print()
+        print(clean_accuracy(results, args.sigma))
 
 
 if __name__ == "__main__":
