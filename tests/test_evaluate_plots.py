@@ -66,7 +66,7 @@ def test_certified_accuracy_difference_is_paired_and_covers_the_truth():
     assert hits >= 180, hits
     with pytest.raises(ValueError, match="confidence"):
         certified_accuracy_difference(a, b, labels, [0.0], confidence=1.0)
-    # Two examples, one win each way: the Wald half-width exceeds 1, the interval stays within [-1, 1].
+    # Two examples, a tie and a loss for a (d = [0, -1]): the Wald lower end is below -1 and is clipped to -1.
     _, lo, hi = certified_accuracy_difference(
         (np.array([0, -1]), np.ones(2)), (np.array([0, 0]), np.ones(2)), np.zeros(2, dtype=int), [0.5]
     )
