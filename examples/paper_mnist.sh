@@ -15,7 +15,7 @@
 # Protocols: paper (n = 100, n0 = 0, alpha = 0.05) on all 10,000 test images (the detached variant on every
 # DETACH_SKIP-th: 10 by default); tight (n = 10,000, n0 = 100, alpha = 0.001) on every 50th test image (200 images).
 # Attacks: PGD with EoT gradients on ATTACK_IMAGES test images (200 by default: about 1 s per image and attack size
-# on one CPU core; issue 12 asked for 500, ATTACK_IMAGES=500 runs that).
+# on one CPU core; ATTACK_IMAGES=500 runs 500).
 set -euo pipefail
 OUT=${1:-results/mnist}
 SIGMA=${SIGMA:-0.7}

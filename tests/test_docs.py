@@ -1,7 +1,11 @@
-"""The documentation's code runs: every Python block of the Guide (in order, one namespace) and of the Home page."""
+"""
+The documentation: every Python block of the Guide (in order, one namespace) and of the Home page runs; its lists
+render as lists; its code fits the page; the public text speaks of the software; quoted demo numbers are generated.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -11,6 +15,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+#: The longest code line the site shows whole (no horizontal scroll) in a 1280-pixel-wide window: 79 characters
+#: fit, measured on a screenshot in headless Chromium.
+CODE_WIDTH = 79
 
 
 def python_blocks(page: str) -> list[str]:
@@ -54,3 +61,130 @@ def test_guide_covers_the_ecosystem():
         "Which ART attacks run against STNClassifier",
     ):
         assert f"## {heading}" in text
+
+
+# ---- The published pages: lists render as lists, the pages speak of the software, quoted numbers are generated.
+
+PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md", ROOT / "examples" / "README.md"]
+#: A line of a rendered paragraph, list item or cell that starts like a list item: a list Markdown did not see.
+LIST_AS_TEXT = re.compile(r"<(p|li|td)>((?:(?!</\1>).)*?\n\s*(?:[-*+]|\d+\.)\s(?:(?!</\1>).)*)</\1>", re.DOTALL)
+
+
+def render(text: str) -> str:
+    """The page's HTML through the site's own Markdown extensions (mkdocs.yml), without MkDocs' plugins."""
+    import markdown
+    import yaml
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    names, options = [], {}
+    for entry in config["markdown_extensions"]:
+        name, opts = next(iter(entry.items())) if isinstance(entry, dict) else (entry, None)
+        names.append(name)
+        options[name] = opts or {}
+    return markdown.markdown(text, extensions=names, extension_configs=options)
+
+
+def lists_as_text(text: str) -> list[str]:
+    """:return: The rendered lines that begin with a list marker inside running text (empty when there are none)."""
+    found = []
+    for match in LIST_AS_TEXT.finditer(render(text)):
+        found += [line.strip()[:80] for line in match.group(2).split("\n")[1:] if re.match(r"\s*([-*+]|\d+\.)\s", line)]
+    return found
+
+
+def test_the_list_check_sees_a_list_without_its_blank_line():
+    assert lists_as_text("Run times:\n- paper protocol: 51 minutes;\n- tight protocol: 81 minutes.\n")
+    assert not lists_as_text("Run times:\n\n- paper protocol: 51 minutes;\n- tight protocol: 81 minutes.\n")
+    nested = "- a\n    - b\n\n    more about a.\n- c\n"  # the Guide's case: an item after an indented paragraph
+    assert lists_as_text(nested) and not lists_as_text(nested.replace("a.\n- c", "a.\n\n- c"))
+
+
+def docs_script(name: str):
+    """The module of `docs/scripts/<name>.py`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_site_check_sees_a_list_without_its_blank_line():
+    """`docs/scripts/check_site.py` runs the same check on every built page (API docstrings included)."""
+    check_lists = docs_script("check_site").check_lists
+    assert check_lists(render("Run times:\n- paper protocol: 51 minutes;\n- tight protocol: 81 minutes.\n"))
+    assert not check_lists(render("Run times:\n\n- paper protocol: 51 minutes;\n- tight protocol: 81 minutes.\n"))
+    assert not check_lists("<pre><code>x = 1\n- 2\n</code></pre>")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_lists_render_as_lists(page):
+    """Python-Markdown needs a blank line before a list; without it the items run on as text with a literal "- "."""
+    assert not lists_as_text(page.read_text()), f"{page.name}: a list renders as running text (add a blank line)"
+
+
+def docstrings(path: Path) -> list[tuple[str, str]]:
+    """`(name, docstring)` of a module, its classes and functions (the API page renders them as Markdown)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))]
+    return [(getattr(n, "name", path.stem), ast.get_docstring(n)) for n in nodes if ast.get_docstring(n)]
+
+
+@pytest.mark.parametrize("module", sorted((ROOT / "art_stn").glob("*.py")), ids=lambda p: p.name)
+def test_docstring_lists_render_as_lists(module):
+    """A wrapped docstring line that starts with "- " is a list item to Markdown: blank line first, or reflow it."""
+    bad = {name: found for name, doc in docstrings(module) if (found := lists_as_text(doc))}
+    assert not bad, f"{module.name}: {bad}"
+
+
+#: The project's own process, which a reader of the published pages has no use for.
+PROCESS = re.compile(r"\bissues? #?\d+|DESIGN\.md|\bsessions?\b", re.IGNORECASE)
+
+
+@pytest.mark.parametrize(
+    "path",
+    PAGES + sorted((ROOT / "art_stn").glob("*.py")) + sorted((ROOT / "examples").glob("*.*")),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_public_text_speaks_of_the_software(path):
+    hits = [line.strip()[:100] for line in path.read_text().splitlines() if PROCESS.search(line)]
+    assert not hits, f"{path.name} speaks of the project's process: {hits}"
+
+
+def test_site_excludes_the_docs_scripts():
+    import yaml
+
+    assert "scripts/" in yaml.safe_load((ROOT / "mkdocs.yml").read_text())["exclude_docs"].split()
+
+
+def test_reproduce_page_quotes_the_committed_demo_results():
+    """The digits-demo numbers on the Reproducing page are those of `results/demo/`, with the commit that made them."""
+    module = docs_script("demo_numbers")
+    expected = module.expected()
+    assert module.on_page((ROOT / "docs" / "reproduce.md").read_text()) == expected, (
+        "docs/reproduce.md: run python docs/scripts/demo_numbers.py --write"
+    )
+    commit = json.loads((ROOT / "results" / "demo" / "provenance.json").read_text())["commit"]
+    assert re.fullmatch(r"[0-9a-f]{40}", commit) and f"`{commit[:12]}`" in expected
+
+
+def test_reproduce_page_leads_with_its_findings():
+    text = (ROOT / "docs" / "reproduce.md").read_text()
+    headings = re.findall(r"^## (.*)$", text, re.MULTILINE)
+    assert headings[0] == "What this shows", headings
+    assert text.index("cannot give the paper's numbers") < text.index("## Running the experiments")
+
+
+@pytest.mark.parametrize("page", ["index.md", "guide.md", "architecture.md", "reproduce.md"])
+def test_code_blocks_fit_the_page(page):
+    """Code lines no longer than what the site shows without a scroll bar at a 1280-pixel-wide window."""
+    text = (ROOT / "docs" / page).read_text()
+    long = [
+        line
+        for block in re.findall(r"^```\w*\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+        for line in block.splitlines()
+        if len(line) > CODE_WIDTH
+    ]
+    assert not long, f"{page}: code lines over {CODE_WIDTH} characters: {long}"

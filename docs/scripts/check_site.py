@@ -4,8 +4,10 @@ Render the built documentation in headless Chromium and check what a reader sees
 Builds the site (`mkdocs build --strict`), serves it on 127.0.0.1, loads every page in Debian's headless Chromium
 and checks what its scripts left in the page: Home shows the quickstart, the API page has the entries of the public
 names, every formula is rendered by the site's own KaTeX (each `arithmatex` span holds a `.katex` element, the
-Theory page has rendered formulas, no `katex-error`), and no raw `\(` or `\[` is left in the visible text of any
-page (code blocks aside). It saves a screenshot of each page into `--out`.
+Theory page has rendered formulas, no `katex-error`), no raw `\(` or `\[` is left in the visible text of any
+page (code blocks aside), and no list runs on as text: a paragraph, list item or table cell with a line that starts
+with "- ", "* " or "1. " is a list Markdown did not see (it needs a blank line before it). It saves a screenshot of
+each page into `--out`.
 
 Usage: `python docs/scripts/check_site.py [--install] [--out DIR]` (`--install` runs `apt-get install chromium`
 when it is missing; root only). CI keeps the screenshots in `ci-artifacts/screens/`.
@@ -18,6 +20,7 @@ import functools
 import html.parser
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +44,9 @@ FLAGS = [
 MATH_PAGES = ("theory/index.html",)
 #: Raw TeX delimiters that must not survive rendering.
 RAW_TEX = ("\\(", "\\[")
+#: A paragraph, list item or table cell of the DOM holding a line that starts with a list marker.
+LIST_AS_TEXT = re.compile(r"<(p|li|td)\b[^>]*>((?:(?!</\1>).)*?\n\s*(?:[-*+]|\d+\.)\s(?:(?!</\1>).)*)</\1>", re.DOTALL)
+LIST_LINE = re.compile(r"\s*(?:[-*+]|\d+\.)\s")
 EXPECTED = {
     "index.html": ["Quickstart", "STNClassifier", "certify", "art-stn demo"],
     "api/index.html": [
@@ -106,6 +112,21 @@ def check_math(page: str, dom: str) -> list[str]:
     return problems
 
 
+def check_lists(dom: str) -> list[str]:
+    """
+    :param dom: A page's DOM.
+    :return: One problem per line of running text that starts like a list item (empty when there is none).
+    """
+    dom = re.sub(r"<pre\b.*?</pre>", "", dom, flags=re.DOTALL)  # code blocks may hold such lines
+    lines = [
+        line.strip()
+        for match in LIST_AS_TEXT.finditer(dom)
+        for line in match.group(2).split("\n")[1:]
+        if LIST_LINE.match(line)
+    ]
+    return [f"a list renders as running text: {re.sub('<[^>]+>', '', line)[:60]!r}" for line in lines]
+
+
 def chromium(install: bool) -> str:
     """
     :param install: Install Debian's chromium package when it is missing.
@@ -164,7 +185,7 @@ def main() -> int:
             dom = subprocess.run(
                 [*common, "--dump-dom", base + page], capture_output=True, text=True, timeout=120, check=True
             ).stdout
-            problems = [f"missing {w!r}" for w in words if w not in dom] + check_math(page, dom)
+            problems = [f"missing {w!r}" for w in words if w not in dom] + check_math(page, dom) + check_lists(dom)
             shot = out / ((page.replace("/index.html", "") if page != "index.html" else "index") + ".png")
             subprocess.run(
                 [*common, "--window-size=1280,1600", f"--screenshot={shot}", base + page],

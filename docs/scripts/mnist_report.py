@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 
 from art_stn.evaluate import (  # noqa: E402
@@ -34,6 +35,11 @@ COLORS = {"stn": "tab:blue", "noise": "tab:orange", "stn-detach": "tab:green"}
 TABLE_RADII = (0.5, 1.0, 1.4, 1.58)
 FIGURE_BOUNDS = ("renyi", "cohen", "pixeldp")  # the two-class Cohen form is in the tables, not the figure
 PAIRS = (("stn", "noise"), ("stn-detach", "stn"))  # (first, second): first minus second, on the images both have
+SHORT = {"stn": "STN", "noise": "no STN", "stn-detach": "detached"}  # the table's column is narrow
+PROTOCOL_NAMES = {"paper": "the paper's protocol", "tight": "tight protocol"}
+#: The paper's MNIST claims at sigma = 0.7 (certified accuracy in %, Rényi bound, n = 100): its text and its Table 1.
+PAPER_CLAIMS = ((1.4, 51.0), (1.58, 69.0))
+PAPER_MARKERS = (("^", "the paper's text: ≥ 51% at 1.4"), ("*", "the paper's Table 1: 69.0% at 1.58"))
 
 
 def common(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[dict, dict]:
@@ -64,30 +70,46 @@ def load(results: Path, sigma: float) -> dict[tuple[str, str], tuple[dict, dict[
 
 def figure1(found: dict, sigma: float, out: Path) -> Path:
     """
-    Certified accuracy against L2 radius: one panel per protocol, one colour per model, one line style per bound.
+    Certified accuracy against L2 radius: one panel per protocol (stacked, so that each is as wide as the page), one
+    colour per model, one line style per bound, the paper's claimed points as black markers, and one legend below.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True, sharey=True)
+    fig, axes = plt.subplots(2, 1, figsize=(8, 9.6), sharex=True, layout="constrained")
     grid = np.linspace(0, 2.4, 241)
     for ax, (protocol, text) in zip(axes, PROTOCOLS.items(), strict=True):
+        sizes, ceiling = [], None
         for (model, prot), (meta, table) in found.items():
             if prot != protocol:
                 continue
+            sizes.append(f"{MODELS[model].split(' (')[0]}: {len(table['idx']):,}")
             for bound in [c[7:] for c in table if c.startswith("radius_") and c[7:] in FIGURE_BOUNDS]:
                 acc = certified_accuracy(
                     bound_predictions(table, bound), table[f"radius_{bound}"], table["label"], grid
                 )
-                label = f"{MODELS[model]}, {bound} ({len(table['idx'])} images)"
-                ax.plot(grid, 100 * acc, linestyle=STYLES.get(bound, "-"), color=COLORS[model], lw=1.8, label=label)
+                ax.plot(grid, 100 * acc, linestyle=STYLES.get(bound, "-"), color=COLORS[model], lw=1.8)
             ceiling = max_certifiable_radius(meta["n"], meta["alpha"], sigma, nb_classes=10)["renyi"]
-            ax.axvline(ceiling, color="grey", lw=0.8, ls=":")
-            ax.text(ceiling, 3, f" Rényi ceiling {ceiling:.2f}", color="grey", fontsize=8)
-        ax.set(title=text, xlabel="L2 radius", ylim=(0, 100))
+        if ceiling is not None:
+            ax.axvline(ceiling, color="grey", lw=1, ls=":")
+            # Top of the panel, right of the line: every curve there is below 75% (Rényi certifies nothing beyond).
+            ax.text(ceiling + 0.03, 96, f"Rényi ceiling {ceiling:.2f}", color="dimgrey", fontsize=10, va="top")
+        for (radius, accuracy), (marker, _) in zip(PAPER_CLAIMS, PAPER_MARKERS, strict=True):
+            size = 16 if marker == "*" else 11
+            ax.plot(radius, accuracy, marker, color="black", markersize=size, markeredgecolor="white", zorder=5)
+        ax.set_title(f"{PROTOCOL_NAMES[protocol]}: {text}\nimages certified: {', '.join(sizes)}", fontsize=11)
+        ax.set(ylim=(0, 100), xlim=(0, 2.4), ylabel="certified accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("certified accuracy (%)")
-    fig.suptitle(f"MNIST, sigma = {sigma:g}: certified accuracy (paper's Figure 1, MNIST panel)")
+    axes[1].set_xlabel("L2 radius")
+    handles = [Line2D([], [], color=COLORS[m], lw=2.2, label=name) for m, name in MODELS.items()]
+    handles += [Line2D([], [], color="black", lw=1.8, linestyle=STYLES[b], label=f"{b} bound") for b in FIGURE_BOUNDS]
+    handles += [
+        Line2D(
+            [], [], color="black", marker=marker, markersize=13 if marker == "*" else 10, linestyle="none", label=label
+        )
+        for marker, label in PAPER_MARKERS
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=11, frameon=False)
+    fig.suptitle(f"MNIST, sigma = {sigma:g}: certified accuracy (paper's Figure 1, MNIST panel)", fontsize=12)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
 
@@ -99,7 +121,7 @@ def figure3(results: Path, found: dict, sigma: float, out: Path) -> Path | None:
     l2, linf = results / f"stn-sigma{sigma:g}-pgd-l2.tsv", results / f"stn-sigma{sigma:g}-pgd-linf.tsv"
     if not l2.is_file() and not linf.is_file():
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), constrained_layout=True)
+    fig, axes = plt.subplots(2, 1, figsize=(8, 8.4), layout="constrained")  # stacked: each panel as wide as the page
     if l2.is_file():
         meta, table, _ = read_results(l2, expect="attack")
         eps, acc = np.r_[0.0, table["eps"]], 100 * np.r_[table["clean_accuracy"][0], table["accuracy"]]
@@ -119,9 +141,9 @@ def figure3(results: Path, found: dict, sigma: float, out: Path) -> Path | None:
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.suptitle(f"MNIST, sigma = {sigma:g}, STN: robust accuracy under white-box PGD (paper's Figure 3)")
-    fig.savefig(out, dpi=110)
+            ax.legend(fontsize=10)
+    fig.suptitle(f"MNIST, sigma = {sigma:g}, STN: robust accuracy under white-box PGD (paper's Figure 3)", fontsize=12)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
 
@@ -131,44 +153,56 @@ def tables(found: dict, sigma: float) -> str:
     :return: Markdown: the Table-1 rows (with 95% Clopper-Pearson intervals over the test images), each model minus
              its comparison with 95% paired intervals, and the protocol ceilings.
     """
-    lines = ["| model | protocol | bound | clean (certified at 0) | " + " | ".join(map(str, TABLE_RADII)) + " |"]
-    lines.append("|---" * (4 + len(TABLE_RADII)) + "|")
-    for (model, protocol), (_, table) in found.items():
-        for bound in [c[7:] for c in table if c.startswith("radius_")]:
-            acc = certified_accuracy(
-                bound_predictions(table, bound), table[f"radius_{bound}"], table["label"], [0.0, *TABLE_RADII]
-            )
-            lo, hi = proportion_confint(np.round(acc[1:] * len(table["idx"])), len(table["idx"]), method="beta")
-            cells = " | ".join(
-                f"{r:g} ({100 * a:.1f}% [{100 * a0:.0f}, {100 * a1:.0f}])"
-                for r, a, a0, a1 in zip(TABLE_RADII, acc[1:], lo, hi, strict=True)
-            )
-            lines.append(
-                f"| {MODELS[model]} | {protocol} ({len(table['idx'])}) | {bound} | {100 * acc[0]:.1f}% | {cells} |"
-            )
-    out = ["\n".join(lines), ""] if found else []
+    out = []
+    for protocol, text in PROTOCOLS.items():
+        rows = [(model, table) for (model, prot), (_, table) in found.items() if prot == protocol]
+        if not rows:
+            continue
+        sizes = ", ".join(f"{SHORT[model]} on {len(table['idx']):,}" for model, table in rows)
+        lines = [
+            f"{PROTOCOL_NAMES[protocol].capitalize()} ({text}; {sizes} test images):",
+            "",
+            "| model | bound | at 0 | " + " | ".join(f"{r:g}" for r in TABLE_RADII) + " |",
+            "|---|---|" + "---:|" * (1 + len(TABLE_RADII)),
+        ]
+        if protocol == "paper":
+            claims = {1.4: "**>= 51%**<br>(its text)", 1.58: "**69.0%**<br>(Table 1)"}
+            lines.append(f"| **the paper** | renyi | | {' | '.join(claims.get(r, '') for r in TABLE_RADII)} |")
+        for model, table in rows:
+            for bound in [c[7:] for c in table if c.startswith("radius_")]:
+                acc = certified_accuracy(
+                    bound_predictions(table, bound), table[f"radius_{bound}"], table["label"], [0.0, *TABLE_RADII]
+                )
+                lo, hi = proportion_confint(np.round(acc[1:] * len(table["idx"])), len(table["idx"]), method="beta")
+                cells = " | ".join(
+                    f"{100 * a:.1f}%<br>[{100 * a0:.0f}, {100 * a1:.0f}]"
+                    for a, a0, a1 in zip(acc[1:], lo, hi, strict=True)
+                )
+                lines.append(f"| {SHORT[model]} | {bound} | {100 * acc[0]:.1f}% | {cells} |")
+        out += ["\n".join(lines), ""]
     radii = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
     for protocol in PROTOCOLS:
         for first, second in PAIRS:
             if (first, protocol) not in found or (second, protocol) not in found:
                 continue
             a, b = common(found[first, protocol][1], found[second, protocol][1])
-            rows = ["| bound | " + " | ".join(f"{r:g}" for r in radii) + " |", "|---" * (len(radii) + 1) + "|"]
-            for bound in ("renyi", "cohen"):
-                if f"radius_{bound}" not in a:
-                    continue
-                d, lo, hi = certified_accuracy_difference(
+            bounds = [bound for bound in ("renyi", "cohen") if f"radius_{bound}" in a]
+            columns = {}
+            for bound in bounds:
+                columns[bound] = certified_accuracy_difference(
                     (bound_predictions(a, bound), a[f"radius_{bound}"]),
                     (bound_predictions(b, bound), b[f"radius_{bound}"]),
                     a["label"],
                     radii,
                 )
+            rows = ["| L2 radius | " + " | ".join(bounds) + " |", "|---:|" + "---:|" * len(bounds)]
+            for k, r in enumerate(radii):
                 cells = " | ".join(
-                    f"{100 * x:+.1f} [{100 * x0:+.1f}, {100 * x1:+.1f}]" for x, x0, x1 in zip(d, lo, hi, strict=True)
+                    f"{100 * d[k]:+.1f} [{100 * lo[k]:+.1f}, {100 * hi[k]:+.1f}]" for d, lo, hi in columns.values()
                 )
-                rows.append(f"| {bound} | {cells} |")
+                rows.append(f"| {r:g} | {cells} |")
             out += [
-                f"{MODELS[first]} minus {MODELS[second]}, {protocol} protocol, the {len(a['idx'])} images both have,"
+                f"{MODELS[first]} minus {MODELS[second]}, {protocol} protocol, the {len(a['idx']):,} images both have,"
                 " percentage points [95% paired CI]:",
                 "",
             ]
