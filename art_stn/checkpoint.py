@@ -12,6 +12,8 @@ Layer 3: torch and :mod:`art_stn.models` only.
 
 from __future__ import annotations
 
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,31 @@ __all__ = [
 CHECKPOINT_FORMAT = 1
 
 
+def _why_unreadable(path: Path, err: Exception) -> str:
+    """
+    What is wrong with a file that `torch.load(..., weights_only=True)` refused, in a few words (PyTorch's own
+    message advises retrying with `weights_only=False`, which is unsafe for a file from elsewhere).
+
+    :param path: The file.
+    :param err: The error of `torch.load`.
+    :return: The reason, for a one-line message.
+    """
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head:
+            return "the file is empty"
+        if head.startswith(b"PK"):
+            return "it is a truncated zip archive (an interrupted save, copy or download?)"
+        return "it is not a file written by torch.save (a results file, text or another format?)"
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(err))
+    if found:
+        detail = found.group(1).split(". ")[0].strip().rstrip(".")
+        return f"it holds objects other than tensors and plain containers ({detail}), which art-stn does not load"
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return first[:200]
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     Load an art-stn checkpoint safely (`torch.load(..., weights_only=True)`).
@@ -41,7 +68,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     :param path: The checkpoint file.
     :return: The checkpoint dict (`model_state`, `smoothing`, `epoch`, `optimizer_state`, ...).
     :raises FileNotFoundError: if the file does not exist.
-    :raises ValueError: if the file is not a readable art-stn checkpoint.
+    :raises ValueError: if the file is not a readable art-stn checkpoint: one line naming the file and what is wrong
+            (the error of `torch.load` is its `__cause__`).
     """
     path = Path(path)
     if not path.is_file():
@@ -49,7 +77,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, tampered or foreign pickles all land here
-        raise ValueError(f"{path} is not a readable checkpoint (loaded with weights_only=True): {err}") from err
+        raise ValueError(f"{path} is not a readable checkpoint: {_why_unreadable(path, err)}.") from err
     if not isinstance(ckpt, dict) or "model_state" not in ckpt or "smoothing" not in ckpt:
         raise ValueError(f"{path} is not an art-stn checkpoint (no model_state / smoothing settings).")
     return ckpt

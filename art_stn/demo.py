@@ -91,7 +91,7 @@ def train_digits(
 
 def run_demo(
     out: str | Path = "art-stn-demo",
-    sigma: float = 0.5,
+    scale: float = 0.5,
     gamma: float = 2.0,
     epochs: int = 40,
     n: int = 1000,
@@ -101,24 +101,28 @@ def run_demo(
     device: str = "cpu",
     radii: Sequence[float] = DEMO_RADII,
     verbose: bool = True,
+    sigma: float | None = None,
 ) -> dict[str, Any]:
     """
     Train STN and the Gaussian-augmentation baseline on the digits with the same seed and budget, certify the test
     split with the Renyi and Cohen bounds, print a table, and write `certified_accuracy.png` and `results.json`.
 
     :param out: Output folder.
-    :param sigma: Gaussian noise sigma, > 0.
+    :param scale: Gaussian noise sigma, > 0 (the name of :class:`~art_stn.STNClassifier`'s `scale`).
     :param gamma: STN stability weight, > 0.
     :param epochs: Training epochs per model, >= 1.
     :param n: Noisy samples per certificate.
     :param n0: Samples selecting the top class.
     :param alpha: Failure probability of each certificate.
     :param seed: Seed of training and certification.
-    :param device: `"cpu"` or `"cuda"`.
+    :param device: `"cpu"`, or `"cuda"` (`"gpu"`, ART's name, is the same).
     :param radii: Radii of the printed table.
     :param verbose: Show progress bars.
+    :param sigma: The former name of `scale`, kept as an alias (it wins when given).
     :return: The results (also written to `results.json`).
     """
+    sigma = scale if sigma is None else sigma
+    device = "cuda" if device == "gpu" else device
     if not gamma > 0:
         raise ValueError(f"`gamma` must be > 0 for the STN model; got {gamma}.")
     if epochs < 1:
@@ -154,6 +158,8 @@ def run_demo(
         if verbose:
             print(f"== training {label}, sigma={sigma:g}, {epochs} epochs")
         clf, history = train_digits(g, sigma, epochs, seed=seed, device=device, verbose=verbose, data=data)
+        if verbose:
+            print(f"== certifying the {len(y_te)} test digits with {label} (n0={n0}, n={n})")
         report = clf.certify_report(x_te, n=n, n0=n0, alpha=alpha, batch_size=4096, verbose=verbose)
         reports[label] = report
         entry: dict[str, Any] = {

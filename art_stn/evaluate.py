@@ -31,11 +31,13 @@ from art_stn.validation import check_int
 
 __all__ = [
     "ATTACKS",
+    "LONG_RUN_SECONDS",
     "certified_accuracy",
     "certified_accuracy_curve",
     "certified_accuracy_difference",
     "certify_to_file",
     "format_table",
+    "long_run_note",
     "max_certifiable_radius",
     "read_results",
     "results_header",
@@ -153,7 +155,7 @@ def certify_to_file(
     if sequential:
         options.update({"radii": radii, "sequential": True, "stages": sizes})
     try:
-        with tqdm(total=len(todo), desc="certify", unit="example", disable=not verbose) as bar:
+        with tqdm(total=len(todo), desc=f"certify (n={n:,})", unit="example", disable=not verbose) as bar:
             for g0 in range(0, len(todo), group):
                 sel = np.asarray(todo[g0 : g0 + group])
                 began = time.perf_counter()
@@ -182,9 +184,37 @@ def certify_to_file(
                 handle.flush()
                 bar.update(len(sel))
                 bar.set_postfix(img_per_s=f"{float(np.mean(rep.samples)) / max(seconds, 1e-9):,.0f}")
+                if verbose and g0 == 0:
+                    note = long_run_note(seconds, len(todo) - len(sel), n)
+                    if note:
+                        tqdm.write(note)
     finally:
         handle.close()
     return out
+
+
+#: A certification run expected to take longer than this (seconds) says so after its first examples.
+LONG_RUN_SECONDS = 600.0
+
+
+def long_run_note(seconds_per_example: float, remaining: int, n: int) -> str | None:
+    """
+    The early warning of a long certification run.
+
+    :param seconds_per_example: The measured time of one example so far.
+    :param remaining: Examples still to certify.
+    :param n: Estimation samples per example.
+    :return: One line with the expected time at the current rate, or None when the rest takes under
+             :data:`LONG_RUN_SECONDS`.
+    """
+    left = seconds_per_example * remaining
+    if left < LONG_RUN_SECONDS:
+        return None
+    when = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min"
+    return (
+        f"certify: about {when} at the current rate ({seconds_per_example:.1f} s per example, {remaining:,} to go, "
+        f"n={n:,}); fewer samples (n), sequential certification or fewer examples take less."
+    )
 
 
 ATTACKS = ("pgd-l2", "pgd-linf", "cw-l2", "boundary", "transfer", "autoattack")
@@ -236,7 +266,8 @@ def robust_accuracy_to_file(
     :param meta: Extra settings recorded in the file.
     :param resume: Continue an existing file (skip sizes already done).
     :param overwrite: Replace an existing file.
-    :param verbose: Progress output.
+    :param verbose: A progress bar in images (each attack size attacks every image) with an ETA, and a line per
+           size.
     :return: The path of the results file.
     """
     from art.attacks.evasion import BoundaryAttack, CarliniL2Method, ProjectedGradientDescent
@@ -270,16 +301,33 @@ def robust_accuracy_to_file(
         prob = classifier.predict(inputs, batch_size=1024, is_abstain=True)
         return (prob.argmax(1) == y) & (prob.sum(1) > 0)
 
+    def generate(art_attack: Any, labels: bool = True) -> np.ndarray:
+        # The attack over `x` in chunks of `batch_size` (the batches ART makes itself), advancing the bar per image.
+        chunks = []
+        for s0 in range(0, len(x), batch_size):
+            part = slice(s0, s0 + batch_size)
+            chunks.append(art_attack.generate(x[part], **({"y": y[part]} if labels else {})).astype(np.float32))
+            bar.update(len(x[part]))
+        return np.concatenate(chunks)
+
+    unbounded_attack = attack in ("cw-l2", "boundary")
+    todo = [e for e in eps if float(f"{e:.6g}") not in done and e != 0]
     clean_correct = correct(x)
+    bar = tqdm(
+        total=len(x) * (1 if unbounded_attack else len(todo)),
+        desc=f"{attack} (every size at once)" if unbounded_attack else attack,
+        unit="image",
+        disable=not verbose,
+    )
     unbounded = None
-    if attack in ("cw-l2", "boundary"):
+    if unbounded_attack:
         began = time.perf_counter()
         if attack == "cw-l2":
-            art_attack = CarliniL2Method(classifier, max_iter=max_iter, batch_size=batch_size, verbose=verbose)
+            art_attack = CarliniL2Method(classifier, max_iter=max_iter, batch_size=batch_size, verbose=False)
         else:
-            art_attack = BoundaryAttack(classifier, targeted=False, max_iter=max_iter, verbose=verbose)
+            art_attack = BoundaryAttack(classifier, targeted=False, max_iter=max_iter, verbose=False)
         with classifier.without_abstention():
-            x_adv = art_attack.generate(x)
+            x_adv = generate(art_attack, labels=False)
         broken = ~correct(x_adv)
         size = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)
         unbounded = (broken, size, time.perf_counter() - began)
@@ -287,6 +335,8 @@ def robust_accuracy_to_file(
         for e in eps:
             if float(f"{e:.6g}") in done:
                 continue
+            if not unbounded_attack and e != 0:
+                bar.set_description(f"{attack} eps={e:g} (size {todo.index(e) + 1} of {len(todo)})")
             began = time.perf_counter()
             if unbounded is not None:
                 broken, size, seconds = unbounded
@@ -301,7 +351,7 @@ def robust_accuracy_to_file(
                     from art_stn.attacks import eot_autoattack
 
                     art_attack = eot_autoattack(classifier, norm=2, eps=e, max_iter=max_iter, batch_size=batch_size)
-                    x_adv = art_attack.generate(x, y=y).astype(np.float32)
+                    x_adv = generate(art_attack)
                 else:
                     art_attack = ProjectedGradientDescent(
                         target,
@@ -313,7 +363,7 @@ def robust_accuracy_to_file(
                         verbose=False,
                     )
                     with classifier.without_abstention():
-                        x_adv = art_attack.generate(x, y=y).astype(np.float32)
+                        x_adv = generate(art_attack)
                 robust = clean_correct & correct(x_adv)
                 delta = (x_adv - x).reshape(len(x), -1)
                 mean_pert = float(np.mean(np.abs(delta).max(1) if norm == np.inf else np.linalg.norm(delta, axis=1)))
@@ -329,7 +379,8 @@ def robust_accuracy_to_file(
             handle.write("\t".join(map(str, row)) + "\n")
             handle.flush()
             if verbose:
-                print(f"{attack} eps={e:g}: robust accuracy {100 * robust.mean():.1f}%", flush=True)
+                tqdm.write(f"{attack} eps={e:g}: robust accuracy {100 * robust.mean():.1f}%")
     finally:
+        bar.close()
         handle.close()
     return out

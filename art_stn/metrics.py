@@ -192,18 +192,22 @@ def bound_predictions(table: dict[str, np.ndarray], bound: str) -> np.ndarray:
 
 def summary_table(results: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]], radii: Sequence[float]) -> str:
     """
-    The paper's Table 1 format from certify results files: per file and bound, the clean (certified) accuracy and
-    "radius (accuracy%)" at each radius.
+    The paper's Table 1 format from certify results files: a header line, then per file and bound the certified
+    accuracy at radius 0 (correct and certified under that bound; it differs by bound, and is not the base model's
+    clean accuracy) and "radius (accuracy%)" at each radius.
 
     :param results: `label -> (settings, columns)` as returned by :func:`read_results`.
     :param radii: The radii to report.
     :return: The table as text.
     """
-    lines = []
+    lines = [
+        'certified accuracy by radius, "radius (accuracy)"; at r=0: correct and certified (not the base model\'s '
+        "clean accuracy)"
+    ]
     for label, (_, table) in results.items():
         for column in [c for c in table if c.startswith("radius_")]:
             pred = bound_predictions(table, column.removeprefix("radius_"))
             acc = certified_accuracy(pred, table[column], table["label"], [0.0, *radii])
             cells = "  ".join(f"{r:g} ({100 * a:.1f}%)" for r, a in zip(radii, acc[1:], strict=True))
-            lines.append(f"{label} [{column[7:]}]  clean {100 * acc[0]:.1f}%  {cells}")
+            lines.append(f"{label} [{column[7:]}]  certified accuracy at r=0 {100 * acc[0]:.1f}%  {cells}")
     return "\n".join(lines)

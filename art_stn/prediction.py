@@ -330,11 +330,14 @@ class SmoothedPredictionMixin:
             return self._certify_sequential(
                 x_t, n0, batch_size, indices, interval, requested, sizes, alphas, futility, verbose
             )
-        passes = 2 if n0 > 0 else 1
-        with tqdm(total=passes * x_t.shape[0], desc="certify", unit="input", disable=not verbose) as bar:
+        # One bar in inputs: the selection pass (n0 samples each), then the estimation pass (n samples each).
+        desc = f"certify: select (n0={n0:,})" if n0 > 0 else f"certify (n={n:,})"
+        with tqdm(total=x_t.shape[0], desc=desc, unit="input", disable=not verbose) as bar:
             top = None
             if n0 > 0:
                 top = np.argmax(self._sample_counts(x_t, n0, batch_size, indices, 0, progress=bar), axis=1)
+                bar.reset(total=x_t.shape[0])
+                bar.set_description(f"certify: estimate (n={n:,})")
             counts = self._sample_counts(x_t, n, batch_size, indices, 1, progress=bar)
         report = certify_counts(counts, alpha, float(self.scale), self.noise, self.bound, top, interval, n0)
         if requested is None:

