@@ -456,3 +456,13 @@ def test_long_certification_says_so_early():
     note = long_run_note(28.0, 449, 100_000)  # Cohen's n on a 2-core CPU: about 28 s per digit
     assert note.startswith("certify: about 3.5 h at the current rate") and "449" in note
     assert long_run_note(0.5, 450, 1000) is None
+
+
+def test_certify_bar_counts_inputs_once_per_pass(digits_classifier, digits, capsys):
+    """The demo's bar counts the 450 digits, not 900 passes: one bar in inputs, the selection pass then the
+    estimation pass, each named with its number of samples."""
+    x, _ = digits
+    digits_classifier().certify_report(x[:6], n=50, n0=10, verbose=True)
+    err = capsys.readouterr().err
+    assert "certify: select (n0=10)" in err and "certify: estimate (n=50)" in err and "6/6" in err
+    assert "/12" not in err  # not two passes' worth of inputs
