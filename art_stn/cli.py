@@ -13,7 +13,7 @@ from art_stn import __version__
 PROTOCOLS = {
     "paper": (100, 0, 0.05),  # Li et al.'s text: n = 100, the same samples select the class, 95% Clopper-Pearson
     "cohen": (100_000, 100, 0.001),  # Cohen et al.'s CERTIFY settings
-    "tight": (10_000, 100, 0.001),  # a cheaper tight protocol (issue 12's Figure 1, second row)
+    "tight": (10_000, 100, 0.001),  # a cheaper tight protocol (Figure 1 of docs/reproduce.md, lower panel)
 }
 
 

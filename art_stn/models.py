@@ -126,8 +126,8 @@ def _same_max_pool() -> nn.Sequential:
 def cifar10_cnn(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """
     The paper's CIFAR-10 model, as its reference code has it (`models/modelA_cifar10.json` of Bai-Li/STN-Code):
-    seven convolutions with "same" padding and ELU activations, Conv(96, 5x5) - Conv(96, 1x1) - MaxPool(3, stride 2)
-    - Dropout(0.5) - Conv(192, 5x5) - Conv(192, 1x1) - MaxPool(3, stride 2) - Dropout(0.5) - Conv(256, 3x3) -
+    seven convolutions with "same" padding and ELU activations, Conv(96, 5x5) - Conv(96, 1x1) - MaxPool(3, stride 2) -
+    Dropout(0.5) - Conv(192, 5x5) - Conv(192, 1x1) - MaxPool(3, stride 2) - Dropout(0.5) - Conv(256, 3x3) -
     Conv(256, 1x1) - Conv(10, 1x1) - global average pooling; He-normal weights, zero biases. The reference code also
     puts an L2 penalty of 1e-4 on every kernel: :func:`paper_optimizer` applies it.
 
