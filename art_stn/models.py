@@ -18,7 +18,9 @@ __all__ = [
     "build_model",
     "cifar10_cnn",
     "cifar10_vgg",
+    "build_optimizer",
     "digits_cnn",
+    "lenet",
     "mnist_cnn",
     "mnist_small_cnn",
     "paper_optimizer",
@@ -89,6 +91,30 @@ def mnist_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
         nn.Linear(128, num_classes),
     )
     return _init_weights(model, "glorot_uniform")
+
+
+def lenet(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """
+    LeNet as the certified-training literature trains it on MNIST (Cohen et al.'s and Jeong & Shin's code): Conv(20,
+    5x5) - ReLU - MaxPool(2) - Conv(50, 5x5) - ReLU - MaxPool(2) - Flatten - Dense(500) - ReLU - Dense(10), inputs in
+    [0, 1] with no normalisation, PyTorch's default initialisation. 431,080 parameters.
+
+    :param num_classes: Number of classes.
+    :param in_channels: Input channels.
+    :return: The model (input `(N, in_channels, 28, 28)`, output logits).
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 20, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 50, 500),
+        nn.ReLU(),
+        nn.Linear(500, num_classes),
+    )
 
 
 def mnist_small_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
@@ -232,6 +258,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "digits-cnn": ModelSpec(digits_cnn, (1, 8, 8), "small CNN for the 8x8 scikit-learn digits"),
     "mnist-cnn": ModelSpec(mnist_cnn, (1, 28, 28), "the paper's MNIST CNN (2 conv 5x5 of 64, dropout, dense 128)"),
+    "lenet": ModelSpec(lenet, (1, 28, 28), "LeNet of the certified-training literature (431,080 parameters)"),
     "mnist-small-cnn": ModelSpec(mnist_small_cnn, (1, 28, 28), "a smaller MNIST CNN (2 conv 3x3, max-pool)"),
     "cifar10-cnn": ModelSpec(
         cifar10_cnn, (3, 32, 32), "the paper's CIFAR-10 CNN (7 conv, ELU, global average pooling)", kernel_l2=1e-4
@@ -275,3 +302,39 @@ def paper_optimizer(model: nn.Module, name: str, lr: float = 1e-3) -> torch.opti
     kernels = [p for p in model.parameters() if p.ndim > 1]
     others = [p for p in model.parameters() if p.ndim <= 1]
     return torch.optim.Adam([{"params": kernels, "weight_decay": decay}, {"params": others}], lr=lr)
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
+    """
+    The optimizer of a registered model: the reference code's Adam (:func:`paper_optimizer`, with the model's own
+    kernel penalty) or SGD with momentum and weight decay (the certified-training literature's: lr 0.01, momentum 0.9,
+    weight decay 1e-4 for LeNet on MNIST).
+
+    :param model: The model built by :func:`build_model`.
+    :param name: Its registry name.
+    :param optimizer: `"adam"` or `"sgd"`.
+    :param lr: The learning rate, > 0.
+    :param momentum: SGD's momentum, in [0, 1) (ignored by Adam).
+    :param weight_decay: Weight decay on every parameter, >= 0 (SGD; Adam adds it to the model's kernel penalty).
+    :return: The optimizer.
+    :raises ValueError: for an unknown optimizer or model, or a bad rate, momentum or decay.
+    """
+    if not lr > 0 or not 0 <= momentum < 1 or not weight_decay >= 0:
+        raise ValueError(
+            f"need lr > 0, 0 <= momentum < 1 and weight_decay >= 0; got {lr!r}, {momentum!r}, {weight_decay!r}."
+        )
+    if optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer != "adam":
+        raise ValueError(f"`optimizer` must be 'adam' or 'sgd'; got {optimizer!r}.")
+    adam = paper_optimizer(model, name, lr=lr)
+    for group in adam.param_groups:
+        group["weight_decay"] += weight_decay
+    return adam

@@ -1,48 +1,68 @@
 """
-Stability Training with Noise (STN, Li et al. 2019): `CE(f(x), y) + gamma * CE(softmax(f(x)), f(x + r))`.
+Training under the smoothed classifier's own noise: one training loop (:class:`NoiseTrainer`), one loss per method.
 
-| Paper link: https://arxiv.org/abs/1809.03113
+- Gaussian augmentation (Cohen et al. 2019), :class:`GaussianAugmentationTrainer`: `CE(f(x + r), y)`.
+- Stability Training with Noise (STN, Li et al. 2019), :class:`STNTrainer`:
+  `CE(f(x), y) + gamma * CE(softmax(f(x)), f(x + r))`.
+- Consistency regularization (Jeong & Shin 2020), :class:`ConsistencyTrainer`: with `m` noisy copies and
+  `p_hat = (1/m) sum_i softmax f(x + r_i)`,
+  `(1/m) sum_i CE(f(x + r_i), y) + lbd (1/m) sum_i KL(p_hat || softmax f(x + r_i)) + eta H(p_hat)`.
+
+The losses are pure functions of logits in :mod:`art_stn.losses`; a trainer draws the noise and calls its loss. ART's
+own MACER, SmoothAdv and SmoothMix estimators train through their own `fit`, unchanged, with art-stn checkpoints
+around it (:class:`art_stn.art_trainer.ARTEstimatorTrainer`).
+
+| Paper links: https://arxiv.org/abs/1809.03113 (STN), https://arxiv.org/abs/2006.04062 (consistency),
+  https://arxiv.org/abs/1902.02918 (Gaussian augmentation)
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import math
-import time
-from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
-from art.defences.trainer.trainer import Trainer
-from art.estimators.classification.pytorch import PyTorchClassifier
-from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
-from art_stn.checkpoint import (
-    CHECKPOINT_FORMAT,
-    check_resume_settings,
-    load_checkpoint,
-    restore_rng_state,
-    rng_state,
-    save_checkpoint,
-)
-from art_stn.distributed import barrier, is_main, unwrap
-from art_stn.noise import fill_noise
-from art_stn.validation import check_int, check_labels
+from art_stn.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from art_stn.losses import consistency_loss, gaussian_augmentation_loss, stability_loss
+from art_stn.noise_trainer import NoiseTrainer
+from art_stn.validation import check_int, check_number
 
 if TYPE_CHECKING:
     from art_stn.classifier import STNClassifier
 
-logger = logging.getLogger(__name__)
+# CHECKPOINT_FORMAT and load_checkpoint live in art_stn.checkpoint, NoiseTrainer in art_stn.noise_trainer; re-exported
+# here, where they were first defined (NoiseTrainer: where users look for the trainers).
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "ConsistencyTrainer",
+    "GaussianAugmentationTrainer",
+    "NoiseTrainer",
+    "STNTrainer",
+    "build_scheduler",
+    "load_checkpoint",
+]
 
-# CHECKPOINT_FORMAT and load_checkpoint live in art_stn.checkpoint; re-exported here, where they were first defined.
-__all__ = ["CHECKPOINT_FORMAT", "STNTrainer", "load_checkpoint"]
+
+class GaussianAugmentationTrainer(NoiseTrainer):
+    """
+    Gaussian augmentation (Cohen et al. 2019): `CE(f(x + r), y)` with `r` the classifier's noise (Gaussian, or
+    Laplace for a Laplace classifier). The baseline every certified-training method is compared with; the same as
+    `STNTrainer(classifier, gamma=0)`.
+    """
+
+    method = "gaussian"
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """
+        :param x: Clean inputs on the device.
+        :param y: Class indices on the device.
+        :param generator: The noise generator.
+        :return: `CE(f(x + r), y)`.
+        """
+        return gaussian_augmentation_loss(self.classifier._logits(self._noisy(x, generator)), y)
 
 
-class STNTrainer(Trainer):
+class STNTrainer(NoiseTrainer):
     """
     Stability training of an :class:`~art_stn.STNClassifier`'s base model under the classifier's own noise.
 
@@ -59,14 +79,10 @@ class STNTrainer(Trainer):
     the stability term (no gradient flows through it), so the term only pulls the noisy prediction towards the clean
     one. The default, `False`, is the paper's formula.
 
-    Each epoch draws its data order and noise from streams seeded by `(seed, epoch)`, so a run resumed from an
-    epoch checkpoint reproduces the unbroken run.
-
-    Under `torchrun` (an initialised `torch.distributed` process group) the model trains as
-    `DistributedDataParallel`: each rank takes its part of every epoch's order (a `DistributedSampler` seeded by
-    `seed`, so `batch_size` is per rank), gradients are all-reduced, only rank 0 writes checkpoints, and every rank
-    resumes from the same checkpoint.
+    The loop (seeded data order and noise, checkpoints, exact resume, DDP) is :class:`NoiseTrainer`'s.
     """
+
+    method = "stn"
 
     def __init__(
         self,
@@ -87,39 +103,18 @@ class STNTrainer(Trainer):
         :param detach_target: Stop the gradient through the clean softmax in the stability term (the reference code's
                variant); False (default) is the paper's formula.
         """
-        if not isinstance(classifier, PyTorchClassifier) or not hasattr(classifier, "smoothing_settings"):
-            raise TypeError(f"`classifier` must be an art_stn.STNClassifier; got {type(classifier).__name__}.")
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.integer, np.floating)):
-            raise TypeError("`gamma` must be a number >= 0.")
-        if not math.isfinite(gamma) or gamma < 0:
-            raise ValueError(f"`gamma` must be finite and >= 0; got {gamma!r}.")
+        gamma = check_number(gamma, "gamma")
         if not isinstance(detach_target, bool):
             raise TypeError("`detach_target` must be a bool.")
-        if classifier.optimizer is None:
-            raise ValueError("the classifier has no optimizer: pass `optimizer=` to STNClassifier to train it.")
-        super().__init__(classifier)
-        self.gamma = float(gamma)
-        self.seed = int(seed)
+        super().__init__(classifier, seed=seed, metadata=metadata)
+        self.gamma = gamma
         self.detach_target = detach_target
-        self.metadata = dict(metadata or {})
-        self.history: list[dict[str, float]] = []
 
-    @property
-    def classifier(self) -> STNClassifier:
+    def method_settings(self) -> dict[str, Any]:
         """
-        The classifier being trained.
+        :return: `gamma` and `detach_target`.
         """
-        return self._classifier  # type: ignore[return-value]
-
-    # ------------------------------------------------------------------------------------------------ pieces
-    def _noisy(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """
-        :param x: A batch on the device.
-        :param generator: The noise generator.
-        :return: `x + r` with the classifier's noise.
-        """
-        clf = self.classifier
-        return x + fill_noise(torch.empty_like(x), clf.noise, float(clf.scale), generator)
+        return {"gamma": self.gamma, "detach_target": self.detach_target}
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """
@@ -130,344 +125,94 @@ class STNTrainer(Trainer):
         :param generator: The noise generator.
         :return: The scalar loss.
         """
-        clf = self.classifier
+        logits = self.classifier._logits
         noisy = self._noisy(x, generator)
         if self.gamma == 0.0:
-            return torch.nn.functional.cross_entropy(clf._logits(noisy), y)
-        clean, noisy_logits = clf._logits(x), clf._logits(noisy)
-        target = torch.softmax(clean, dim=1)
-        if self.detach_target:
-            target = target.detach()
-        stability = -(target * torch.log_softmax(noisy_logits, dim=1)).sum(dim=1).mean()
-        return torch.nn.functional.cross_entropy(clean, y) + self.gamma * stability
+            return gaussian_augmentation_loss(logits(noisy), y)
+        return stability_loss(logits(x), logits(noisy), y, self.gamma, self.detach_target)
 
-    def _generator(self, epoch: int, purpose: int) -> torch.Generator:
-        """
-        :param epoch: The epoch.
-        :param purpose: 0 for the data order (host), 1 for the noise (device), 2 for validation noise.
-        :return: A generator seeded by `(seed, epoch, purpose)`.
-        """
-        device = "cpu" if purpose == 0 else self.classifier.device
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() and purpose == 1 else 0
-        gen = torch.Generator(device=device)
-        gen.manual_seed((self.seed * 1_000_003 + epoch) * 7 + purpose + 1_000_033 * rank)
-        return gen
 
-    @torch.no_grad()
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 512, epoch: int = 0) -> tuple[float, float]:
-        """
-        Accuracy of the base model on clean inputs and under one draw of the classifier's noise.
+class ConsistencyTrainer(NoiseTrainer):
+    """
+    Consistency regularization (Jeong & Shin, NeurIPS 2020) under the classifier's own noise. Per batch, `m` noisy
+    copies of every input go through the model in one forward pass, and the loss is :func:`consistency_loss`:
+    `(1/m) sum_i CE(f(x + r_i), y) + lbd (1/m) sum_i KL(p_hat || softmax f(x + r_i)) + eta H(p_hat)`,
+    `p_hat = (1/m) sum_i softmax f(x + r_i)`, with gradients through `p_hat`.
 
-        :param x: Inputs.
-        :param y: Labels, indices or one-hot.
-        :param batch_size: Batch size.
-        :param epoch: Seeds the noise (reproducible validation).
-        :return: `(clean_accuracy, noisy_accuracy)`.
-        """
-        clf = self.classifier
-        labels = torch.from_numpy(check_labels(y, clf.nb_classes))
-        x_t = clf._check_x(x)
-        if len(labels) != len(x_t):
-            raise ValueError(f"`x` and `y` have different lengths: {len(x_t)} and {len(labels)}.")
-        clf.model.eval()
-        gen = self._generator(epoch, 2)
-        clean = noisy = 0
-        for s in range(0, len(x_t), batch_size):
-            xb = x_t[s : s + batch_size].to(clf.device)
-            yb = labels[s : s + batch_size].to(clf.device)
-            clean += int((clf._logits(xb).argmax(1) == yb).sum())
-            noisy += int((clf._logits(self._noisy(xb, gen)).argmax(1) == yb).sum())
-        return clean / len(x_t), noisy / len(x_t)
+    `batch_size` of :meth:`fit` counts clean inputs, so a step runs `m * batch_size` noisy images. Jeong & Shin's code
+    splits each loader batch of 256 into `m` steps of `256 / m` inputs: `batch_size=128` with `m=2` matches it.
+    Their MNIST settings: `m = 2`, `eta = 0.5`, `lbd` = 10 / 5 / 5 at sigma 0.25 / 0.5 / 1.0.
 
-    # ------------------------------------------------------------------------------------------------ checkpoints
-    def save_checkpoint(
-        self, path: str | Path, epoch: int, scheduler: Any = None, partial: dict[str, Any] | None = None
-    ) -> Path:
-        """
-        Write a checkpoint: model `state_dict`, smoothing settings, epoch, optimizer (and scheduler) state, history,
-        and the global random state that dropout draws from (so that a resumed run equals an unbroken one).
+    The loop (seeded data order and noise, checkpoints, exact resume, DDP) is :class:`NoiseTrainer`'s.
+    """
 
-        Written to a temporary file then renamed, so a killed run never leaves a half-written checkpoint.
+    method = "consistency"
 
-        :param path: Destination file.
-        :param epoch: The last completed epoch (0-based; -1 before the first one ends).
-        :param scheduler: Optional LR scheduler whose state is saved.
-        :param partial: Progress inside the next epoch (`fit(..., checkpoint_every=K)`): its index, the batches done,
-               the training-noise generator's state, the running loss sums and the seconds spent.
-        :return: The path.
-        """
-        clf = self.classifier
-        ckpt = {
-            "model_state": unwrap(clf.model).state_dict(),
-            "smoothing": clf.smoothing_settings(),
-            "epoch": int(epoch),
-            "gamma": self.gamma,
-            "detach_target": self.detach_target,
-            "seed": self.seed,
-            "optimizer_state": clf.optimizer.state_dict(),
-            "scheduler_state": None if scheduler is None else scheduler.state_dict(),
-            "history": self.history,
-            "metadata": self.metadata,
-            "rng_state": rng_state(self.classifier.device),
-            "partial": partial,
-        }
-        return save_checkpoint(path, ckpt)
-
-    def _resume(self, path: str | Path, scheduler: Any) -> int:
-        """
-        Restore model, optimizer, scheduler, history and the global random state from a checkpoint, after checking
-        that it was trained with the same noise, scale, gamma and seed.
-
-        :param path: The checkpoint.
-        :param scheduler: Optional LR scheduler to restore.
-        :return: The first epoch still to run.
-        :raises ValueError: if the checkpoint does not fit the model or was trained with other settings.
-        """
-        clf = self.classifier
-        ckpt = load_checkpoint(path)
-        now = {"noise": clf.noise, "scale": float(clf.scale), "gamma": self.gamma, "seed": self.seed}
-        check_resume_settings(ckpt, now, path)
-        try:
-            unwrap(clf.model).load_state_dict(ckpt["model_state"])
-        except RuntimeError as err:
-            raise ValueError(f"checkpoint {path} does not fit this model: {err}") from err
-        if ckpt.get("optimizer_state") is not None:
-            clf.optimizer.load_state_dict(ckpt["optimizer_state"])
-        if scheduler is not None and ckpt.get("scheduler_state") is not None:
-            scheduler.load_state_dict(ckpt["scheduler_state"])
-        self.history = list(ckpt.get("history", []))
-        self._partial = ckpt.get("partial")
-        restore_rng_state(ckpt.get("rng_state") or {}, clf.device)
-        return int(ckpt["epoch"]) + 1
-
-    # ------------------------------------------------------------------------------------------------ training
-    def fit(  # type: ignore[override]
+    def __init__(
         self,
-        x: np.ndarray,
-        y: np.ndarray,
-        nb_epochs: int = 10,
-        batch_size: int = 128,
-        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-        scheduler: Any = None,
-        verbose: bool = True,
-        checkpoint: str | Path | None = None,
-        resume_from: str | Path | None = None,
-        checkpoint_every: int | None = None,
-        **kwargs: Any,
-    ) -> list[dict[str, float]]:
+        classifier: STNClassifier,
+        lbd: float,
+        m: int = 2,
+        eta: float = 0.5,
+        seed: int = 0,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """
-        Train on in-memory arrays.
+        Create a trainer.
 
-        :param x: Training inputs of shape `(N, *input_shape)`.
-        :param y: Labels, indices `(N,)` or one-hot `(N, nb_classes)`.
-        :param nb_epochs: Total number of epochs (a resumed run continues up to it).
-        :param batch_size: Batch size.
-        :param validation_data: Optional `(x_val, y_val)`: clean and noisy accuracy after every epoch.
-        :param scheduler: Optional LR scheduler, stepped after every epoch.
-        :param verbose: Show progress bars with the running loss.
-        :param checkpoint: Optional file written after every epoch.
-        :param resume_from: Optional checkpoint to continue from (its epoch + 1, or the batch after the last one a
-               `checkpoint_every` checkpoint recorded).
-        :param checkpoint_every: Also write `checkpoint` every K batches inside an epoch, so that a killed run loses
-               at most K batches (the epoch's data order and noise are seeded, so the resumed run equals an unbroken
-               one); None: after every epoch only.
-        :param kwargs: Ignored (ART compatibility).
-        :return: The history: one dict per epoch (loss, accuracies, seconds).
+        :param classifier: The smoothed classifier whose base model is trained; it needs an optimizer.
+        :param lbd: Weight `lambda` of the consistency (KL) term, >= 0 (10 / 5 / 5 on MNIST at sigma 0.25 / 0.5 / 1).
+        :param m: Noisy copies per input, >= 1 (2 in the paper's MNIST and CIFAR-10 runs).
+        :param eta: Weight of the entropy term of `p_hat`, >= 0.
+        :param seed: Seed of the data order and the training noise.
+        :param metadata: Plain values stored in every checkpoint.
         """
-        clf = self.classifier
-        x_t = clf._check_x(x)
-        labels = torch.from_numpy(check_labels(y, clf.nb_classes))
-        if len(labels) != len(x_t):
-            raise ValueError(f"`x` and `y` have different lengths: {len(x_t)} and {len(labels)}.")
+        lbd = check_number(lbd, "lbd")
+        eta = check_number(eta, "eta")
+        m = check_int(m, "m", 1)
+        super().__init__(classifier, seed=seed, metadata=metadata)
+        self.lbd, self.m, self.eta = lbd, m, eta
 
-        def batches(epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-            if torch.distributed.is_initialized():
-                sampler = torch.utils.data.DistributedSampler(range(len(x_t)), shuffle=True, seed=self.seed)
-                sampler.set_epoch(epoch)
-                order = torch.tensor(list(sampler), dtype=torch.int64)
-            else:
-                order = torch.randperm(len(x_t), generator=self._generator(epoch, 0))
-            for s in range(0, len(order), batch_size):
-                idx = order[s : s + batch_size]
-                yield x_t[idx], labels[idx]
-
-        if checkpoint_every is not None:
-            checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1)
-        return self._train(
-            batches,
-            -(-len(x_t) // batch_size),
-            nb_epochs,
-            validation_data,
-            scheduler,
-            verbose,
-            checkpoint,
-            resume_from,
-            checkpoint_every,
-        )
-
-    def fit_generator(  # type: ignore[override]
-        self,
-        generator: Any,
-        nb_epochs: int = 10,
-        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-        scheduler: Any = None,
-        verbose: bool = True,
-        checkpoint: str | Path | None = None,
-        resume_from: str | Path | None = None,
-        **kwargs: Any,
-    ) -> list[dict[str, float]]:
+    def method_settings(self) -> dict[str, Any]:
         """
-        Train from a torch `DataLoader` (any iterable of `(x, y)` batches) or an ART `DataGenerator`, for data that
-        does not fit in memory. A `DataLoader`'s `DistributedSampler` gets `set_epoch(epoch)` before every epoch (a
-        new order each epoch, as in PyTorch's DDP recipe). An ART `DataGenerator` needs its `size` (the epoch length).
-
-        :param generator: The data source.
-        :param nb_epochs: Total number of epochs.
-        :param validation_data: Optional `(x_val, y_val)` arrays.
-        :param scheduler: Optional LR scheduler, stepped after every epoch.
-        :param verbose: Show progress bars.
-        :param checkpoint: Optional file written after every epoch.
-        :param resume_from: Optional checkpoint to continue from.
-        :param kwargs: Ignored.
-        :return: The history.
-        :raises ValueError: for an ART `DataGenerator` without a `size`.
+        :return: `lbd`, `m` and `eta`.
         """
-        from art.data_generators import DataGenerator
+        return {"lbd": self.lbd, "m": self.m, "eta": self.eta}
 
-        if isinstance(generator, DataGenerator):
-            if not generator.size:
-                raise ValueError(
-                    "the DataGenerator has size=None, so an epoch has no length: give it `size` (the number of "
-                    "training examples) or pass the DataLoader itself."
-                )
-            steps = -(-generator.size // generator.batch_size)
-
-            def batches(epoch: int) -> Iterable[tuple[Any, Any]]:
-                for _ in range(steps):
-                    yield generator.get_batch()
-
-        elif isinstance(generator, Iterable):
-            steps = len(generator) if hasattr(generator, "__len__") else None
-            samplers = [
-                getattr(generator, "sampler", None),
-                getattr(getattr(generator, "batch_sampler", None), "sampler", None),
-            ]
-            distributed = [s for s in samplers if isinstance(s, torch.utils.data.DistributedSampler)]
-
-            def batches(epoch: int) -> Iterable[tuple[Any, Any]]:
-                for sampler in distributed[:1]:
-                    sampler.set_epoch(epoch)
-                yield from generator
-
-        else:
-            raise TypeError("`generator` must be a torch DataLoader (iterable of (x, y)) or an ART DataGenerator.")
-        return self._train(batches, steps, nb_epochs, validation_data, scheduler, verbose, checkpoint, resume_from)
-
-    def _train(
-        self,
-        batches: Any,
-        steps: int | None,
-        nb_epochs: int,
-        validation_data: tuple[np.ndarray, np.ndarray] | None,
-        scheduler: Any,
-        verbose: bool,
-        checkpoint: str | Path | None,
-        resume_from: str | Path | None,
-        checkpoint_every: int | None = None,
-    ) -> list[dict[str, float]]:
+    def loss(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """
-        The epoch loop shared by `fit` and `fit_generator`.
+        The training loss of one batch: `m` noisy copies in one forward pass.
 
-        :param batches: Callable `epoch -> iterable of (x, y)` batches.
-        :param steps: Batches per epoch, for the progress bar (None if unknown).
-        :param nb_epochs: Total number of epochs.
-        :param validation_data: Optional `(x_val, y_val)`.
-        :param scheduler: Optional LR scheduler.
-        :param verbose: Show progress bars.
-        :param checkpoint: Optional checkpoint file.
-        :param resume_from: Optional checkpoint to resume from.
-        :param checkpoint_every: Write a mid-epoch checkpoint every K batches (batches must be reproducible per
-               epoch, as `fit`'s are).
-        :return: The history.
+        :param x: Clean inputs on the device.
+        :param y: Class indices on the device.
+        :param generator: The noise generator.
+        :return: The scalar loss.
         """
-        if isinstance(nb_epochs, bool) or not isinstance(nb_epochs, (int, np.integer)) or nb_epochs < 0:
-            raise ValueError(f"`nb_epochs` must be an integer >= 0; got {nb_epochs!r}.")
-        clf = self.classifier
-        self._partial = None
-        start_epoch = self._resume(resume_from, scheduler) if resume_from is not None else 0
-        if resume_from is None:
-            self.history = []
-        partial, self._partial = self._partial, None
-        if partial is not None and partial["epoch"] != start_epoch:
-            partial = None
-        verbose = verbose and is_main()
-        with self._distributed_model():
-            for epoch in range(start_epoch, nb_epochs):
-                began = time.perf_counter()
-                clf.model.train()
-                noise_gen = self._generator(epoch, 1)
-                total, seen, skip = 0.0, 0, 0
-                if partial is not None and partial["epoch"] == epoch:  # continue inside the epoch
-                    noise_gen.set_state(partial["noise_state"])
-                    total, seen, skip = float(partial["total"]), int(partial["seen"]), int(partial["step"])
-                    began -= float(partial["seconds"])
-                bar = tqdm(
-                    batches(epoch), total=steps, desc=f"epoch {epoch + 1}/{nb_epochs}", disable=not verbose, leave=False
-                )
-                for step, (xb, yb) in enumerate(bar):
-                    if step < skip:
-                        continue
-                    xb = clf._check_x(xb, name="x batch").to(clf.device)
-                    yb = torch.from_numpy(check_labels(yb, clf.nb_classes)).to(clf.device)
-                    clf.optimizer.zero_grad(set_to_none=True)
-                    loss = self.loss(xb, yb, noise_gen)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch + 1}.")
-                    loss.backward()
-                    clf.optimizer.step()
-                    total += loss.item() * len(xb)
-                    seen += len(xb)
-                    bar.set_postfix(loss=f"{total / seen:.4f}")
-                    if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
-                        state = {
-                            "epoch": epoch,
-                            "step": step + 1,
-                            "noise_state": noise_gen.get_state(),
-                            "total": total,
-                            "seen": seen,
-                            "seconds": time.perf_counter() - began,
-                        }
-                        if is_main():
-                            self.save_checkpoint(checkpoint, epoch - 1, scheduler, partial=state)
-                        barrier()
-                bar.close()
-                if scheduler is not None:
-                    scheduler.step()
-                record: dict[str, float] = {"epoch": epoch + 1, "loss": total / max(seen, 1)}
-                if validation_data is not None:
-                    record["val_clean_acc"], record["val_noisy_acc"] = self.evaluate(*validation_data, epoch=epoch)
-                record["seconds"] = time.perf_counter() - began
-                self.history.append(record)
-                if verbose:
-                    tqdm.write(
-                        " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
-                    )
-                if checkpoint is not None:
-                    if is_main():
-                        self.save_checkpoint(checkpoint, epoch, scheduler)
-                    barrier()  # every rank sees the checkpoint before going on
-            return self.history
+        logits = self.classifier._logits(self._noisy(x, generator, copies=self.m))
+        return consistency_loss(logits, y, self.m, self.lbd, self.eta)
 
-    @contextlib.contextmanager
-    def _distributed_model(self) -> Iterator[None]:
-        """
-        Inside a `torch.distributed` process group, wrap the user's model (inside ART's wrapper) in
-        `DistributedDataParallel` for the duration of training; a no-op otherwise.
-        """
-        wrapper = self.classifier._model  # ART's wrapper around the user's model
-        if torch.distributed.is_initialized() and not isinstance(wrapper._model, DistributedDataParallel):
-            wrapper._model = DistributedDataParallel(wrapper._model)
-        try:
-            yield
-        finally:
-            wrapper._model = unwrap(wrapper._model)
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, epochs: int, step_size: int = 30, decay: float = 0.1
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """
+    A learning-rate schedule stepped once per epoch.
+
+    :param optimizer: The optimizer.
+    :param schedule: `"constant"` (None is returned), `"cosine"` (cosine annealing over `epochs`) or `"step"` (the
+           rate times `decay` every `step_size` epochs: Cohen et al.'s and Jeong & Shin's 0.1 every 30 of 90).
+    :param epochs: Total epochs (the cosine period).
+    :param step_size: Epochs between decays of the step schedule.
+    :param decay: Factor of each decay of the step schedule, in (0, 1].
+    :return: The scheduler, or None for a constant rate.
+    :raises ValueError: for an unknown schedule or a bad step size or decay.
+    """
+    if schedule == "constant":
+        return None
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=check_int(epochs, "epochs", 1))
+    if schedule == "step":
+        if not 0 < check_number(decay, "decay") <= 1:
+            raise ValueError(f"`decay` must be in (0, 1]; got {decay!r}.")
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=check_int(step_size, "step_size", 1), gamma=decay)
+    raise ValueError(f"`schedule` must be 'constant', 'cosine' or 'step'; got {schedule!r}.")

@@ -6,13 +6,14 @@ Layer 1 (numpy / torch only).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["check_alpha", "check_inputs", "check_int", "check_labels", "check_radii"]
+__all__ = ["check_alpha", "check_inputs", "check_int", "check_labels", "check_number", "check_radii"]
 
 
 def check_int(value: Any, name: str, minimum: int) -> int:
@@ -29,6 +30,24 @@ def check_int(value: Any, name: str, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}; got {value}.")
     return int(value)
+
+
+def check_number(value: Any, name: str, low: float = 0.0) -> float:
+    """
+    Check a real number argument.
+
+    :param value: A number.
+    :param name: Its argument name.
+    :param low: The smallest allowed value.
+    :return: It as a float.
+    :raises TypeError: if it is not a real number.
+    :raises ValueError: if it is not finite or below `low`.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{name}` must be a number >= {low:g}; got {type(value).__name__}.")
+    if not math.isfinite(value) or value < low:
+        raise ValueError(f"`{name}` must be finite and >= {low:g}; got {value!r}.")
+    return float(value)
 
 
 def check_labels(y: np.ndarray | torch.Tensor, nb_classes: int, name: str = "y") -> np.ndarray:

@@ -109,14 +109,16 @@ def test_rank_killed_mid_run_then_resumed_loses_nothing(checkpoint, tmp_path):
     assert rows(merged) == rows(tmp_path / "single.tsv")
 
 
-def test_ddp_training_keeps_ranks_identical(tmp_path):
-    torchrun(ROOT / "tests" / "dist_train_worker.py", tmp_path)
+@pytest.mark.parametrize("method", ["stn", "consistency"])
+def test_ddp_training_keeps_ranks_identical(tmp_path, method):
+    torchrun(ROOT / "tests" / "dist_train_worker.py", tmp_path, method)
     r0, r1 = torch.load(tmp_path / "rank0.pt", weights_only=True), torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["steps"] == r1["steps"] == 1
     for key in r0["state"]:
         torch.testing.assert_close(r0["state"][key], r1["state"][key], rtol=0, atol=0)
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in ckpt["model_state"])  # written unwrapped, by rank 0
+    assert ckpt["method"] == method
     for key in r0["state"]:
         torch.testing.assert_close(ckpt["model_state"][key], r0["state"][key])
 
@@ -126,7 +128,7 @@ def test_ddp_train_command_and_resume_on_all_ranks(tmp_path):
     args = ("-m", "art_stn", "--", "train", "--dataset", "digits", "--sigma", "0.5", "--out", ckpt, "--quiet")
     torchrun(*args, "--epochs", "1")
     out = torchrun(*args, "--epochs", "2", "--resume")
-    assert out.stdout.strip().startswith("epoch 2:")
+    assert out.stdout.strip().startswith("epoch 2 (stn):")
     from art_stn import STNClassifier
 
     clf = STNClassifier.load(ckpt, device_type="cpu")
