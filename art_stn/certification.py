@@ -93,6 +93,11 @@ class CertifyReport:
            configured bound, -1 where none is (abstentions included; 0 when 0 was asked about and the input is
            certified with a radius below the next requested one).
     :param stages: Sequential certification: the cumulative estimation sample sizes of the stages; None for fixed n.
+    :param stage: Sequential certification: per input the index into `stages` of the stage whose counts and bounds
+           the report gives (the stage that certified `radius`, or the last one the input reached when none did), so
+           that `radius` and `radii` are the bounds' radii of `counts`, `p1_lower`, `p2_upper` and `pa_lower` at
+           failure probability `stage_alpha`; None for fixed n.
+    :param stage_alpha: Sequential certification: per input the failure probability of its `stage`.
     """
 
     prediction: np.ndarray
@@ -114,6 +119,8 @@ class CertifyReport:
     requested_radii: tuple[float, ...] | None = None
     certified_radius: np.ndarray | None = None
     stages: tuple[int, ...] | None = None
+    stage: np.ndarray | None = None
+    stage_alpha: np.ndarray | None = None
 
     @property
     def certified(self) -> np.ndarray:
@@ -311,7 +318,11 @@ def certify_sequential(
     :param interval: The interval of `p1_lower` / `p2_upper`.
     :param futility: Level of the optimistic bounds of the futility rule.
     :param progress: Called with the number of inputs that just stopped.
-    :return: The report; `counts`, `p1_lower`, `p2_upper` and `pa_lower` are those of each input's last stage.
+    :return: The report. Each input's `radius` is the largest its configured bound certified at any stage it ran, and
+             everything else the report gives of it (`counts`, `p1_lower`, `p2_upper`, `pa_lower`, the other bounds'
+             `radii` and `certified_by`) comes from that one stage, `stage` (the last one it reached when it is not
+             certified), so the radius can be recomputed from them and `stage_alpha`; `samples` counts every sample
+             it drew.
     """
     total = len(top)
     counts = np.zeros((total, check_int(nb_classes, "nb_classes", 2)), dtype=np.int64)
@@ -319,6 +330,7 @@ def certify_sequential(
     active = np.ones(total, dtype=bool)
     best: dict[str, np.ndarray] = {name: np.zeros(total) for name in BOUNDS[noise]}
     certified = {name: np.zeros(total, dtype=bool) for name in BOUNDS[noise]}
+    kept_counts, kept_stage = np.zeros_like(counts), np.zeros(total, dtype=np.int64)
     p1_lower, p2_upper, pa_lower = np.zeros(total), np.zeros(total), np.zeros(total)
     previous = 0
     for stage, (size, stage_alpha) in enumerate(zip(sizes, alphas, strict=True)):
@@ -327,10 +339,16 @@ def certify_sequential(
         drawn[rows] = size
         previous = size
         step = certify_counts(counts[rows], stage_alpha, scale, noise, bound, top[rows], interval)
+        # This stage replaces the kept one where it certifies the configured bound at least as far (a certified
+        # stage over an uncertified one; later stages over earlier on ties, so an uncertified input keeps its last).
+        was = certified[bound][rows]
+        now = step.certified_by[bound]
+        take = (now & ~was) | ((now == was) & (step.radii[bound] >= best[bound][rows]))
+        kept = rows[take]
         for name in best:
-            best[name][rows] = np.maximum(best[name][rows], step.radii[name])
-            certified[name][rows] |= step.certified_by[name]
-        p1_lower[rows], p2_upper[rows], pa_lower[rows] = step.p1_lower, step.p2_upper, step.pa_lower
+            best[name][kept], certified[name][kept] = step.radii[name][take], step.certified_by[name][take]
+        kept_counts[kept], kept_stage[kept] = counts[kept], stage
+        p1_lower[kept], p2_upper[kept], pa_lower[kept] = step.p1_lower[take], step.p2_upper[take], step.pa_lower[take]
         if stage == len(sizes) - 1:
             break
         level = levels(best[bound][rows], certified[bound][rows], radii)
@@ -350,7 +368,7 @@ def certify_sequential(
         prediction=np.where(certified[bound], top, -1),
         radius=best[bound],
         top=top,
-        counts=counts,
+        counts=kept_counts,
         n=int(sizes[-1]),
         n0=n0,
         alpha=float(sum(alphas)),
@@ -366,4 +384,6 @@ def certify_sequential(
         requested_radii=radii,
         certified_radius=largest_certified(final, radii),
         stages=tuple(sizes),
+        stage=kept_stage,
+        stage_alpha=np.asarray(alphas, dtype=np.float64)[kept_stage],
     )

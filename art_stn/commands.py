@@ -266,11 +266,12 @@ def certify(args: argparse.Namespace) -> None:
         radii=args.radii,
         sequential=args.sequential,
         stages=args.stages,
+        merged=out if ctx.distributed else None,
     )
     if ctx.distributed:
         barrier()
         if is_main():
-            merge_shards(out, ctx.world_size)
+            merge_shards(out, ctx.world_size, resume=args.resume)
         barrier()
     if not is_main():
         return

@@ -9,7 +9,8 @@ Pure numpy/scipy, vectorised over inputs. With counts of shape `(N, k)` from `n`
   (`scipy.stats.beta` quantiles).
 - :func:`top_two_bounds` gives `p1_lower` and `p2_upper`, each at level `alpha / 2` (Bonferroni, so both hold
   together with probability >= 1 - alpha), with `p2_upper` clipped to `1 - p1_lower`; or, with
-  `interval="sison-glaz"` / `"goodman"`, from simultaneous multinomial intervals (statsmodels).
+  `interval="sison-glaz"` / `"goodman"`, from simultaneous multinomial intervals (statsmodels), each bound
+  widened to the Clopper-Pearson one where the approximation claims more.
 - :func:`stage_schedule` gives the sample sizes and failure probabilities of the stages of sequential
   certification.
 - :func:`abstain_pvalue` is the two-sided binomial test of the top two counts that `predict` uses to abstain
@@ -182,17 +183,39 @@ class TopTwoBounds:
         return self.p1_lower > self.p2_upper
 
 
+def _degenerate(region: np.ndarray, row: np.ndarray) -> bool:
+    """
+    :param region: A simultaneous region from statsmodels, shape `(k, 2)`.
+    :param row: The counts it was computed from.
+    :return: True when the region says nothing usable: a NaN, an interval of zero width or none (lower >= upper),
+             one that leaves out its class's observed frequency, or `[0, 1]` for every class (no width was found).
+    """
+    freq = row / row.sum()
+    lower, upper = region[:, 0], region[:, 1]
+    if not np.all(np.isfinite(region)) or np.any(lower >= upper):
+        return True
+    if np.any(lower > freq + 1e-12) or np.any(upper < freq - 1e-12):
+        return True
+    return bool(np.all(lower <= 0.0) and np.all(upper >= 1.0))
+
+
 def multinomial_top_two(
     counts: np.ndarray, alpha: float, top: np.ndarray, method: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """
-    `p1_lower` and `p2_upper` from statsmodels' simultaneous multinomial intervals.
+    `p1_lower` and `p2_upper` from statsmodels' simultaneous multinomial intervals, never tighter than the
+    Clopper-Pearson bounds with Bonferroni.
 
     `multinomial_proportions_confint(row, alpha, method)` bounds every class probability at once with approximate
-    probability >= 1 - alpha, so no Bonferroni split is needed, and the top class may even be chosen from the same
-    counts. Both methods rest on approximations: Goodman's is conservative for the top-two bounds in every setting
-    the soundness suite checks, Sison-Glaz's under-covers for peaked counts from few samples (e.g. 12% instead of 5%
-    for p = (0.9, 0.05, ...) over 10 classes with n = 100; the Guarantees page has the table).
+    probability >= 1 - alpha. Both methods rest on large-sample approximations and can claim more than the data
+    allow: on counts with every sample on one class, Sison-Glaz returns the zero-width interval `[1, 1]` (an infinite
+    radius from a single sample) and Goodman a lower end above `alpha^(1/n)`, the most any valid (1 - alpha) lower
+    bound can be there. So each bound is taken at the wider of the method's and Clopper-Pearson's with Bonferroni
+    (:func:`top_two_bounds`' default): `p1_lower = min(method, CP lower at alpha / 2)`, `p2_upper = max(method, CP
+    upper at alpha / 2)`. Being at least as wide as bounds that hold together with probability >= 1 - alpha exactly,
+    they hold with that probability too, whatever the approximation does. A degenerate region (a NaN, an interval of
+    zero width or none, one that leaves out its class's observed frequency, or `[0, 1]` for every class, as
+    Sison-Glaz gives for `[99, 1, 0, ...]`) is replaced by the Clopper-Pearson bounds themselves.
     `p1_lower` is the lower end for the top class, `p2_upper` the largest upper end among the other classes,
     clipped to `1 - p1_lower`. Rows repeat often (e.g. all samples on one class), so each distinct `(row, top)` is
     computed once.
@@ -211,9 +234,18 @@ def multinomial_top_two(
     for i, (row, t) in enumerate(zip(counts, top, strict=True)):
         key = (row.tobytes(), int(t))
         if key not in cache:
-            region = np.clip(multinomial_proportions_confint(row, alpha=alpha, method=method), 0.0, 1.0)
-            lower = float(region[t, 0])
-            upper = float(np.max(np.delete(region[:, 1], t)))
+            n, c2 = int(row.sum()), int(np.max(np.delete(row, t)))
+            lower = float(clopper_pearson_lower(row[t], n, alpha / 2.0))
+            upper = float(clopper_pearson_upper(c2, n, alpha / 2.0))
+            try:
+                with np.errstate(all="ignore"):
+                    region = np.asarray(multinomial_proportions_confint(row, alpha=alpha, method=method), dtype=float)
+            except (ValueError, ZeroDivisionError, FloatingPointError):
+                region = np.full((len(row), 2), np.nan)
+            if not _degenerate(region, row):
+                region = np.clip(region, 0.0, 1.0)
+                lower = min(lower, float(region[t, 0]))
+                upper = max(upper, float(np.max(np.delete(region[:, 1], t))))
             cache[key] = (lower, min(upper, 1.0 - lower))
         p1_lower[i], p2_upper[i] = cache[key]
     return p1_lower, p2_upper
@@ -224,9 +256,10 @@ def top_two_bounds(
 ) -> TopTwoBounds:
     """
     `p1_lower` and `p2_upper` from class counts: one-sided Clopper-Pearson bounds at `alpha / 2` each (default), or
-    simultaneous multinomial intervals at level `alpha` (:func:`multinomial_top_two`).
+    simultaneous multinomial intervals at level `alpha`, never tighter than those (:func:`multinomial_top_two`).
 
-    With Clopper-Pearson, both bounds hold together with probability >= 1 - alpha by Bonferroni. In every case
+    With Clopper-Pearson, both bounds hold together with probability >= 1 - alpha by Bonferroni; the multinomial
+    intervals, at least as wide, hold with that probability too. In every case
     `p2_upper` is clipped to `1 - p1_lower`, since the two probabilities sum to at most 1.
 
     :param counts: Class counts of shape `(N, k)` (each row sums to the number of samples n).

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import pickle
 import subprocess
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from art_stn.numpy_pickle import restricted_unpickle as _restricted_unpickle
 
 __all__ = [
     "DATASETS",
@@ -109,47 +110,6 @@ def mnist_cache_path(cache: str | Path | None = None) -> Path:
     :return: The path of the cached real MNIST, `mnist.npz` (uint8 images, int64 labels).
     """
     return cache_dir(cache) / "mnist.npz"
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """
-    An unpickler that reconstructs numpy arrays and nothing else (no other global can be loaded).
-    """
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        """
-        :param module: The module of the global the pickle asks for.
-        :param name: Its name.
-        :return: numpy's array reconstruction, `ndarray` or `dtype`.
-        :raises pickle.UnpicklingError: for any other global.
-        """
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refused to load {module}.{name}: only numpy arrays are allowed.")
-        if name == "_reconstruct":
-            try:
-                from numpy._core.multiarray import _reconstruct  # numpy >= 2
-            except ImportError:  # pragma: no cover - numpy < 2
-                from numpy.core.multiarray import _reconstruct
-
-            return _reconstruct
-        return getattr(np, name)
-
-
-def _restricted_unpickle(data: bytes) -> Any:
-    """
-    Unpickle bytes (Python 2 pickles included) allowing numpy arrays only.
-
-    :param data: The pickle.
-    :return: The object.
-    """
-    return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
 
 
 def _mnist_arrays(pickled_gz: bytes) -> dict[str, np.ndarray]:

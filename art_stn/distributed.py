@@ -4,7 +4,8 @@ Scale-out with PyTorch's own engine: `torch.distributed`, launched by `torchrun`
 - Certification: examples are sharded across ranks deterministically (rank r takes the r-th, (r+K)-th, ...
   example), each rank writes its own resumable shard file, and rank 0 merges the shards into one results file in
   index order. Each example's noise comes from a stream keyed by the seed and its index, so the merged file equals a
-  single-process run.
+  single-process run. A resumed run checks the existing merged file on every rank as a single process would,
+  certifies only the examples missing from it, and keeps its rows.
 - Training: :class:`art_stn.STNTrainer` detects an initialised process group and trains with
   `DistributedDataParallel` (a `DistributedSampler` order, gradient all-reduce), checkpoints from rank 0 only and
   resumes on all ranks.
@@ -113,7 +114,7 @@ def shard_path(out: str | Path, rank: int, world_size: int) -> Path:
     return out.with_name(f"{out.name}.rank{rank}-of-{world_size}")
 
 
-def merge_shards(out: str | Path, world_size: int, remove: bool = False) -> Path:
+def merge_shards(out: str | Path, world_size: int, remove: bool = False, resume: bool = False) -> Path:
     """
     Merge the ranks' shard files into one results file, rows in index order (written to a temporary file, then
     renamed).
@@ -121,10 +122,13 @@ def merge_shards(out: str | Path, world_size: int, remove: bool = False) -> Path
     :param out: The merged results file.
     :param world_size: The number of shards.
     :param remove: Delete the shard files afterwards.
+    :param resume: Keep the rows (and header) of an existing `out`, which every rank checked before certifying
+           (:func:`art_stn.evaluate.certify_to_file`'s `merged`); shard rows of examples it holds are left out.
     :return: The merged file.
     :raises ValueError: when the shards disagree on their settings or columns, or hold an index twice.
     """
-    return merge_results(out, [shard_path(out, r, world_size) for r in range(world_size)], remove=remove)
+    shards = [shard_path(out, r, world_size) for r in range(world_size)]
+    return merge_results(out, shards, remove=remove, base=out if resume else None)
 
 
 def shard_indices(indices: np.ndarray, ctx: DistContext) -> np.ndarray:

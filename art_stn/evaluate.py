@@ -26,7 +26,7 @@ from art_stn.metrics import (
     max_certifiable_radius,
     summary_table,
 )
-from art_stn.results import model_settings, open_results, read_results, results_header
+from art_stn.results import check_resume, model_settings, open_results, read_results, results_header
 from art_stn.validation import check_int
 
 __all__ = [
@@ -64,6 +64,7 @@ def certify_to_file(
     radii: Sequence[float] | None = None,
     sequential: bool = False,
     stages: Sequence[int] | None = None,
+    merged: str | Path | None = None,
 ) -> Path:
     """
     Certify examples and write one line per example as it is certified (flushed), resumably.
@@ -71,12 +72,16 @@ def certify_to_file(
     Columns: `idx label predict radius radius_<bound>... p1_lower p2_upper top count1 count2 correct seconds`:
     `predict` is the certified class under the classifier's bound (-1 where it abstains), `top` the selected class,
     so that the prediction under any other bound is `top` where its radius is > 0
-    (:func:`art_stn.metrics.bound_predictions`). With `sequential`, `samples` (noisy samples drawn, `n0` included)
-    and `certified_radius` (the largest of `radii` certified, -1 for none) come before `seconds`. Each example's
-    noise comes from a stream keyed by the classifier's seed and its index (not by the batch size), so a resumed run
-    writes the same lines as an unbroken one; a killed run loses at most the examples in flight. The header records
-    the settings the rows depend on, including a SHA-256 of the model's weights, the precision, the memory format
-    and the preprocessing: resuming with anything else is refused.
+    (:func:`art_stn.metrics.bound_predictions`). With `sequential`, `samples` (noisy samples drawn, `n0` included),
+    `certified_radius` (the largest of `radii` certified, -1 for none), `stage_n` and `stage_alpha` come before
+    `seconds`: the row's counts, bounds and radii are those of the stage that certified its radius (or of the last
+    one it reached), with `stage_n` estimation samples at failure probability `stage_alpha`, so every radius can be
+    recomputed from the row. Each example's noise comes from a stream keyed by the classifier's seed and its index
+    (not by the batch size), so a resumed run writes the same lines as an unbroken one on the same noise generator;
+    a killed run loses at most the examples in flight. The header records every setting the rows depend on,
+    including the interval, a SHA-256 of the model's weights, the precision, the memory format, the preprocessing
+    and the noise generator (numpy's Philox on the CPU, torch's on CUDA): resuming with any difference, in either
+    direction, is refused (:func:`art_stn.results.check_resume`).
 
     :param classifier: An :class:`~art_stn.STNClassifier` (with `seed` set for reproducible files).
     :param x: The inputs to certify.
@@ -91,12 +96,13 @@ def certify_to_file(
     :param resume: Continue an existing file, skipping the indices it holds.
     :param overwrite: Replace an existing file.
     :param verbose: Show a progress bar with throughput.
-    :param interval: The interval of `p1_lower` / `p2_upper` (default: the classifier's); recorded in the
-           settings when it is not Clopper-Pearson.
+    :param interval: The interval of `p1_lower` / `p2_upper` (default: the classifier's); always recorded.
     :param radii: The radii asked about (required with `sequential`).
     :param sequential: Sequential certification with `n` as the most samples per example (see
            :meth:`~art_stn.STNClassifier.certify_report`); the settings record the radii and stages.
     :param stages: Cumulative stage sizes of sequential certification (default: the library's schedule).
+    :param merged: A distributed run's merged results file, when `out` is this rank's shard: with `resume` it is
+           checked as `out` would be (same settings and columns) and the examples it holds are skipped.
     :return: The path of the results file.
     """
 
@@ -104,9 +110,7 @@ def certify_to_file(
     n, n0, batch_size = check_int(n, "n", 1), check_int(n0, "n0", 0), classifier._batch_size(batch_size)
     alpha = check_alpha(alpha)
     interval = classifier.interval if interval is None else check_interval(interval, classifier.nb_classes)
-    extra: dict[str, Any] = {}
-    if interval != "clopper-pearson":
-        extra["interval"] = interval
+    extra: dict[str, Any] = {"interval": interval}
     if sequential:
         if radii is None:
             raise ValueError("sequential certification needs `radii`.")
@@ -130,7 +134,7 @@ def certify_to_file(
         "count1",
         "count2",
         "correct",
-        *(["samples", "certified_radius"] if sequential else []),
+        *(["samples", "certified_radius", "stage_n", "stage_alpha"] if sequential else []),
         "seconds",
     ]
     settings = {
@@ -146,9 +150,13 @@ def certify_to_file(
         **(meta or {}),
     }
     out = Path(out)
-    if resume and out.is_file() and out.stat().st_size > 0 and "top" not in read_results(out)[1]:
+    merged = Path(merged) if merged is not None and Path(merged).is_file() and Path(merged).stat().st_size else None
+    layout = merged if merged is not None else out
+    if resume and layout.is_file() and layout.stat().st_size > 0 and "top" not in read_results(layout)[1]:
         columns.remove("top")  # a file written before the `top` column: continue it in its own layout
+    earlier = check_resume(merged, "certify", settings, columns) if resume and merged is not None else set()
     done, handle = open_results(out, "certify", settings, columns, resume, overwrite)
+    done |= earlier
     todo = [i for i in range(len(indices)) if float(indices[i]) not in done]
     group = max(1, batch_size // ((sizes[0] if sequential else n) + n0))
     options: dict[str, Any] = {"interval": interval}
@@ -177,7 +185,12 @@ def certify_to_file(
                         int(c1),
                         int(c2),
                         int(rep.prediction[j] == y[i]),
-                        *([int(rep.samples[j]), f"{rep.certified_radius[j]:g}"] if sequential else []),
+                        *(
+                            [int(rep.samples[j]), f"{rep.certified_radius[j]:g}", int(rep.counts[j].sum())]
+                            + [f"{rep.stage_alpha[j]:.17g}"]
+                            if sequential
+                            else []
+                        ),
                         f"{seconds:.4f}",
                     ]
                     handle.write("\t".join(map(str, row)) + "\n")

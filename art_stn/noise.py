@@ -24,6 +24,7 @@ __all__ = [
     "check_noise",
     "fill_noise",
     "fill_stream_noise",
+    "noise_generator",
     "sample_noise",
     "stream_block",
     "stream_key",
@@ -155,6 +156,23 @@ def stream_key(seed: int, purpose: int, index: int, block: int) -> int:
     :raises ValueError: for a part out of range.
     """
     return _mix64(_packed_key(seed, purpose, index, block) ^ _mix64(seed))
+
+
+def noise_generator(device: str | torch.device) -> str:
+    """
+    The generator that seeded noise streams use on a device (:func:`fill_stream_noise`): what, with the seed and
+    the stream keys, determines the noise, so results files record it.
+
+    :param device: The device the noise is drawn on.
+    :return: `"numpy-philox"` on the CPU, `"torch-philox-cuda"` on a CUDA device, `"torch-<type>"` on another.
+    :raises TypeError: if `device` is not a device or a device name.
+    """
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"`device` must be a torch.device or a device name; got {type(device).__name__}.")
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return "numpy-philox"
+    return "torch-philox-cuda" if kind == "cuda" else f"torch-{kind}"
 
 
 def fill_stream_noise(

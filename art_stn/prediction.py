@@ -282,8 +282,9 @@ class SmoothedPredictionMixin:
         so every certificate of the run holds with probability >= 1 - alpha together with all the others of the
         same input), and an input stops as soon as it is certified at the largest requested radius it can still
         reach (the largest of `radii`, or less when even optimistic bounds rule the larger ones out). Its radius
-        (per bound) is the largest over the stages it ran; `samples` says how many it drew. Sequential
-        certification needs `n0 >= 1`: the top class is fixed before any stage.
+        is the largest its bound certified over the stages it ran, and its counts, bounds and other bounds' radii
+        are those of that stage (`stage`, `stage_alpha`), so the radius can be recomputed from them; `samples` says
+        how many it drew. Sequential certification needs `n0 >= 1`: the top class is fixed before any stage.
 
         :param x: Inputs of shape `(N, *input_shape)`.
         :param n: Number of noisy copies per input for the estimation, >= 1 (the most per input when sequential).

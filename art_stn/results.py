@@ -1,8 +1,9 @@
 """
 The resumable results-file format of `art-stn certify` and `art-stn attack`: a first line
 `# art-stn <kind> <json settings>`, a tab-separated header, then one line per example (or attack size), flushed as
-it is done. Resuming checks the settings (a hash of the weights among them) and drops a half-written last line;
-shards of a distributed run merge into one file in index order.
+it is done. Resuming checks the settings (a hash of the weights and the noise generator among them) in both
+directions and drops a half-written last line (rewriting the file atomically); shards of a distributed run merge into
+one file in index order.
 
 Layer 3: numpy / torch only.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,22 +21,35 @@ from typing import Any
 import numpy as np
 import torch
 
+from art_stn.noise import noise_generator
+
 __all__ = [
+    "LEGACY_DEFAULTS",
     "NOISE_STREAMS",
     "RESULTS_MAGIC",
+    "check_resume",
     "complete_lines",
     "merge_results",
     "model_settings",
     "open_results",
     "read_results",
     "results_header",
+    "settings_differences",
     "weights_sha256",
+    "write_atomic",
 ]
 
 #: The first word of every results file.
 RESULTS_MAGIC = "# art-stn"
 #: Version of the seeded noise streams, recorded in results files: files written with other streams do not resume.
 NOISE_STREAMS = 2
+#: Settings that art-stn before 0.9 left out of a results file when they held these values: a file without one is
+#: read as holding the value (`interval` was recorded only when it was not Clopper-Pearson).
+LEGACY_DEFAULTS: dict[str, Any] = {"interval": "clopper-pearson"}
+#: Settings older files recorded that do not change a row: not compared on resume.
+IGNORED_SETTINGS = ("batch_size",)
+#: Settings first recorded by art-stn 0.9, unknown for older files: such a file resumes with a warning.
+UNRECORDED_BEFORE = ("noise_generator",)
 
 
 def _plain(value: Any) -> Any:
@@ -89,7 +105,91 @@ def model_settings(classifier: Any) -> dict[str, Any]:
         "channels_last": classifier.channels_last,
         "preprocessing": preprocessing,
         "noise_streams": NOISE_STREAMS,
+        "noise_generator": noise_generator(_model_device(classifier)),
     }
+
+
+def _model_device(classifier: Any) -> torch.device:
+    """
+    :param classifier: An :class:`~art_stn.STNClassifier`.
+    :return: The device its model's parameters are on (where the seeded noise is drawn), else the classifier's.
+    """
+    for parameter in classifier.model.parameters():
+        return parameter.device
+    return torch.device(getattr(classifier, "_device", "cpu"))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """
+    Write a text file through a temporary file in the same folder and `os.replace`, so that a failure part-way (a
+    kill, a full disk) leaves the old file as it was; the temporary file is removed on failure.
+
+    :param path: The file.
+    :param text: Its new content.
+    """
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def settings_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """
+    The settings in which a results file (`old`) and a run (`new`) differ, in either direction: a key missing on
+    one side counts as a difference (shown as `"<missing>"`), except where :data:`LEGACY_DEFAULTS` says what an older
+    file's missing key meant. :data:`IGNORED_SETTINGS` are not compared; a key of :data:`UNRECORDED_BEFORE` missing
+    from the file only is not a difference (the caller warns).
+
+    :param old: The file's settings.
+    :param new: The run's settings.
+    :return: `{key: (file's value, run's value)}` for every difference.
+    """
+    plain_new = json.loads(json.dumps(new))  # tuples as lists, as the file holds them
+    old = {**LEGACY_DEFAULTS, **{k: v for k, v in old.items() if k not in IGNORED_SETTINGS}}
+    plain_new = {**LEGACY_DEFAULTS, **{k: v for k, v in plain_new.items() if k not in IGNORED_SETTINGS}}
+    for key in UNRECORDED_BEFORE:
+        if key not in old and key in plain_new:
+            old[key] = plain_new[key]
+    missing = "<missing>"
+    keys = sorted(set(old) | set(plain_new))
+    return {
+        k: (old.get(k, missing), plain_new.get(k, missing))
+        for k in keys
+        if k not in old or k not in plain_new or old[k] != plain_new[k]
+    }
+
+
+def check_resume(path: Path, kind: str, meta: dict[str, Any], columns: Sequence[str]) -> set[float]:
+    """
+    Check that an existing results file can be continued by a run with these settings and columns.
+
+    :param path: The results file.
+    :param kind: `"certify"` or `"attack"`.
+    :param meta: The run's settings.
+    :param columns: The run's column names.
+    :return: The values of the first column already in the file.
+    :raises ValueError: when the file's kind, settings (see :func:`settings_differences`) or columns differ.
+    """
+    old_meta, table, _ = read_results(path, expect=kind)
+    mismatched = settings_differences(old_meta, meta)
+    if mismatched:
+        older = " (written by an older art-stn: start a new file)" if "noise_streams" in mismatched else ""
+        raise ValueError(f"cannot resume {path}: its settings differ (file, now): {mismatched}{older}.")
+    if list(table) != list(columns):
+        raise ValueError(f"cannot resume {path}: its columns differ from {list(columns)}.")
+    unrecorded = [k for k in UNRECORDED_BEFORE if k not in old_meta and k in meta]
+    if unrecorded:
+        warnings.warn(
+            f"{path} does not record {unrecorded} (written by an older art-stn): its rows stay valid certificates, "
+            f"but if they were drawn on another device (noise generator) than {[meta[k] for k in unrecorded]}, a "
+            "resumed file differs from an unbroken run's.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return {float(v) for v in table[columns[0]]}
 
 
 def complete_lines(path: Path) -> list[str]:
@@ -124,8 +224,8 @@ def open_results(
     Open a results file for appending, after checking it can be written (before any work starts).
 
     A new file gets a first line `# art-stn <kind> <json settings>` and a tab-separated header. With `resume`, an
-    existing file must have the same kind, settings and columns; a last line without its newline (cut short by a
-    killed run) is dropped, so its example is done again.
+    existing file must have the same kind, settings and columns (:func:`check_resume`); a last line without its
+    newline (cut short by a killed run) is dropped (the file is rewritten atomically), so its example is done again.
 
     :param path: The results file.
     :param kind: `"certify"` or `"attack"`.
@@ -138,17 +238,10 @@ def open_results(
     done: set[float] = set()
     if path.exists() and path.stat().st_size > 0:
         if resume:
-            old_meta, table, _ = read_results(path, expect=kind)
-            mismatched = {k: (old_meta.get(k), v) for k, v in meta.items() if old_meta.get(k) != v}
-            if mismatched:
-                older = " (written by an older art-stn: start a new file)" if "noise_streams" in mismatched else ""
-                raise ValueError(f"cannot resume {path}: its settings differ (file, now): {mismatched}{older}.")
-            if list(table) != columns:
-                raise ValueError(f"cannot resume {path}: its columns differ from {columns}.")
-            done = {float(v) for v in table[columns[0]]}
-            text = path.read_text()
+            done = check_resume(path, kind, meta, columns)
+            text = path.read_text(encoding="utf-8")
             if not text.endswith("\n"):  # a killed run may leave half a line
-                path.write_text(text[: text.rfind("\n") + 1])
+                write_atomic(path, text[: text.rfind("\n") + 1])
         elif not overwrite:
             raise FileExistsError(f"{path} exists: pass --resume to continue it or --overwrite to replace it.")
         else:
@@ -201,7 +294,17 @@ def read_results(path: str | Path, expect: str | None = None) -> tuple[dict[str,
     return meta, {c: data[:, i] for i, c in enumerate(columns)}, kind
 
 
-def merge_results(out: str | Path, shards: Sequence[str | Path], remove: bool = False) -> Path:
+def _rows(path: Path) -> list[tuple[float, str]]:
+    """
+    :param path: A results file.
+    :return: Its complete rows as `(first column's value, line)`.
+    """
+    return [(float(line.split("\t", 1)[0]), line) for line in complete_lines(path)[2:] if line.strip()]
+
+
+def merge_results(
+    out: str | Path, shards: Sequence[str | Path], remove: bool = False, base: str | Path | None = None
+) -> Path:
     """
     Merge results files of one run (e.g. the shards of `torchrun` ranks) into one, rows in index order (written to
     a temporary file, then renamed).
@@ -209,6 +312,9 @@ def merge_results(out: str | Path, shards: Sequence[str | Path], remove: bool = 
     :param out: The merged results file.
     :param shards: The files to merge; they must share kind, settings and columns.
     :param remove: Delete the shard files afterwards.
+    :param base: An existing merged file being resumed (usually `out`), already checked against the shards'
+           settings (:func:`check_resume`): its header and rows are kept, and shard rows of examples it holds are
+           left out (the shards of an earlier run of the same settings).
     :return: The merged file.
     :raises ValueError: when the shards disagree on their settings or columns, or hold an index twice.
     """
@@ -221,15 +327,18 @@ def merge_results(out: str | Path, shards: Sequence[str | Path], remove: bool = 
             raise ValueError(f"shard {s} has other settings or columns than {shards[0]}.")
     rows: list[tuple[float, str]] = []
     for s in shards:
-        lines = complete_lines(s)[2:]
-        rows += [(float(line.split("\t", 1)[0]), line) for line in lines if line.strip()]
+        rows += _rows(s)
     keys = [k for k, _ in rows]
     if len(set(keys)) != len(keys):
         raise ValueError("the shards hold an example twice: were they written with different world sizes?")
+    header = results_header(kind, meta, list(table))
+    if base is not None and Path(base).is_file():
+        kept = _rows(Path(base))
+        held = {k for k, _ in kept}
+        rows = kept + [(k, line) for k, line in rows if k not in held]
+        header = "\n".join(complete_lines(Path(base))[:2]) + "\n"
     rows.sort(key=lambda kv: kv[0])
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(results_header(kind, meta, list(table)) + "".join(line + "\n" for _, line in rows), encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, header + "".join(line + "\n" for _, line in rows))
     if remove:
         for s in shards:
             s.unlink()

@@ -10,8 +10,13 @@ Rows:
 - `clopper-pearson` and `goodman`: the suite's six settings, 2,000 certifications each
   (`test_interval_coverage_within_alpha`);
 - `sison-glaz`, peaked ten-class input: the suite's 600 certifications (`test_sison_glaz_coverage_within_alpha_...`);
-- `sison-glaz`, two classes (d = 2 sigma): the suite's 2,000 binomial count vectors, where it under-covers, which is
-  why art-stn refuses it below 7 classes (`test_sison_glaz_under_covers_with_two_classes_so_it_is_refused`);
+- `sison-glaz` and `goodman` on a peaked input, ten classes with p1 = 0.999, n = 100, n0 = 0: 2,000 multinomial count
+  vectors, as art-stn computes the bounds (each floored at Clopper-Pearson's with Bonferroni) and as statsmodels
+  gives them (`raw`, the reference code's: its zero-width `[1, 1]` on all-one-class counts fails almost always)
+  (`tests/test_soundness_review2.py::test_sison_glaz_coverage_of_a_peaked_input`);
+- `sison-glaz` as statsmodels gives it, two classes (d = 2 sigma): the suite's 2,000 binomial count vectors, where it
+  under-covers, which is why art-stn refuses it below 7 classes
+  (`test_sison_glaz_under_covers_with_two_classes_so_it_is_refused`);
 - with `--sison-glaz-repeats R` (R > 0): the two other ten-class settings with Sison-Glaz, R certifications each (not
   in the suite: statsmodels takes 0.5 to 1.2 s per distinct count vector).
 
@@ -32,7 +37,18 @@ from tests.soundness.test_statistical import (
     SISON_GLAZ_REPEATS,
     N,
     coverage_violations,
+    raw_top_two,
 )
+
+
+def count_violations(p: np.ndarray, counts: np.ndarray, method: str, raw: bool, top: np.ndarray | None = None) -> int:
+    """
+    :return: How many of the count vectors' bounds (top class from the counts by default) are wrong for the true `p`.
+    """
+    top = np.argmax(counts, axis=1) if top is None else top
+    p1_lower, p2_upper = (raw_top_two if raw else multinomial_top_two)(counts, ALPHA, top, method)
+    p_other = np.array([np.max(np.delete(p, t)) for t in top])
+    return int(np.sum((p1_lower > p[top]) | (p2_upper < p_other)))
 
 
 def row(interval: str, setting: str, repeats: int, violations: int, note: str = "") -> str:
@@ -59,12 +75,19 @@ def main() -> None:
     peaked = "10 classes, p = (0.98, 0.01, 0.00125 x 8)"
     violations = coverage_violations("sison-glaz", COVERAGE_SETTINGS[peaked], SISON_GLAZ_REPEATS, 200, 20, seed=22)
     print(row("sison-glaz", peaked, SISON_GLAZ_REPEATS, violations), flush=True)
+    p = np.array([0.999] + [0.001 / 9] * 9)
+    counts = np.random.default_rng(7).multinomial(100, p, size=N)
+    for method in ("sison-glaz", "goodman"):
+        for raw in (False, True):
+            name = f"{method} (statsmodels, raw)" if raw else method
+            setting = "10 classes, p1 = 0.999, **n = 100**, n0 = 0"
+            note = " (the reference code's interval)" if raw else ""
+            print(row(name, setting, N, count_violations(p, counts, method, raw), note), flush=True)
     p = np.array([norm.cdf(2.0), norm.sf(2.0)])
     counts = np.random.default_rng(3).multinomial(200, p, size=N)
-    p1_lower, p2_upper = multinomial_top_two(counts, ALPHA, np.zeros(N, dtype=np.int64), "sison-glaz")
-    violations = int(np.sum((p1_lower > p[0]) | (p2_upper < p[1])))
+    violations = count_violations(p, counts, "sison-glaz", raw=True, top=np.zeros(N, dtype=np.int64))
     note = " (expected: refused below 7 classes)"
-    print(row("sison-glaz", "2 classes, p1 = 0.98 (d = 2 sigma), n0 = 0", N, violations, note))
+    print(row("sison-glaz (statsmodels, raw)", "2 classes, p1 = 0.98 (d = 2 sigma), n0 = 0", N, violations, note))
     if args.sison_glaz_repeats > 0:
         for setting in list(COVERAGE_SETTINGS)[3:5]:
             p = COVERAGE_SETTINGS[setting]
