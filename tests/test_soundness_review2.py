@@ -14,7 +14,6 @@ import pickle
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -174,8 +173,7 @@ def test_resume_of_a_file_written_before_the_fix(digits_classifier, digits, tmp_
         meta.pop("noise_generator", None)
 
     _edit_header(old, legacy)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with pytest.warns(UserWarning, match="noise_generator"):
         _certify(digits_classifier(), x, y, old, resume=True)
     strip = [line.split("\t")[:-1] for line in unbroken.read_text().splitlines()[1:]]
     assert [line.split("\t")[:-1] for line in old.read_text().splitlines()[1:]] == strip
