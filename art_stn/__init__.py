@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # what static tools see; at run time :func:`__getattr__` impo
     from art_stn.classifier import CertifyReport, STNClassifier
     from art_stn.confidence import TopTwoBounds, abstain_pvalue, top_two_bounds
     from art_stn.smoothing import sample_counts
-    from art_stn.trainer import STNTrainer
+    from art_stn.trainer import ConsistencyTrainer, GaussianAugmentationTrainer, NoiseTrainer, STNTrainer
 
 __version__ = "0.1.0"
 
@@ -37,10 +37,16 @@ _PUBLIC = {
     "top_two_bounds": "art_stn.confidence",
     "sample_counts": "art_stn.smoothing",
     "STNTrainer": "art_stn.trainer",
+    "GaussianAugmentationTrainer": "art_stn.trainer",
+    "ConsistencyTrainer": "art_stn.trainer",
+    "NoiseTrainer": "art_stn.trainer",
 }
 
 __all__ = [
     "CertifyReport",
+    "ConsistencyTrainer",
+    "GaussianAugmentationTrainer",
+    "NoiseTrainer",
     "STNClassifier",
     "STNTrainer",
     "TopTwoBounds",

@@ -151,9 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--force", action="store_true", help="rebuild the cache even if it exists")
     train = sub.add_parser(
         "train",
-        help="train a base model with STN (or Gaussian augmentation, gamma=0)",
-        description="Stability training of a registered model on a data set; writes a checkpoint "
-        "after every epoch (resumable with --resume).",
+        help="train a base model: gaussian, stn, consistency, or ART's macer, smoothadv, smoothmix",
+        description="Certified training of a registered model on a data set under the noise it will be certified "
+        "with: Gaussian augmentation, stability training (STN, the paper's), consistency regularization (Jeong & Shin "
+        "2020), or ART's own MACER, SmoothAdv and SmoothMix estimators; writes an art-stn checkpoint after every epoch "
+        "(resumable with --resume), which `art-stn certify` certifies the same way for every method.",
     )
     _data_args(train)
     train.add_argument(
@@ -170,20 +172,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.25,
         help="noise scale: Gaussian sigma or Laplace lambda",
     )
-    train.add_argument("--gamma", type=float, default=1.0, help="stability weight; 0 = Gaussian augmentation")
+    train.add_argument(
+        "--method",
+        choices=("gaussian", "stn", "consistency", "macer", "smoothadv", "smoothmix"),
+        default="stn",
+        help="training method: gaussian (augmentation), stn (--gamma, --detach-target), consistency (--lbd, --m, "
+        "--eta), or ART's macer / smoothadv / smoothmix (--art-args)",
+    )
+    train.add_argument("--gamma", type=float, default=1.0, help="stn: stability weight; 0 = Gaussian augmentation")
+    train.add_argument(
+        "--lbd",
+        type=float,
+        default=None,
+        help="consistency: weight of the KL term (required; Jeong & Shin's MNIST values: 10 / 5 / 5 at sigma "
+        "0.25 / 0.5 / 1.0)",
+    )
+    train.add_argument("--m", type=int, default=2, help="consistency: noisy copies per input")
+    train.add_argument("--eta", type=float, default=0.5, help="consistency: weight of the entropy term")
+    train.add_argument(
+        "--art-args",
+        default="",
+        help="macer / smoothadv / smoothmix: comma-separated key=value arguments of ART's estimator, over the "
+        "defaults listed in docs/cli.md (e.g. lmbda=16,gaussian_samples=16)",
+    )
     train.add_argument("--epochs", type=int, default=20, help="epochs (with --resume: the total to reach)")
     train.add_argument("--batch-size", type=int, default=128, help="training batch size")
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimizer")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    train.add_argument("--weight-decay", type=float, default=0.0, help="weight decay")
     train.add_argument(
         "--lr-schedule",
-        choices=("cosine", "constant"),
+        choices=("cosine", "constant", "step"),
         default="cosine",
-        help="cosine annealing over --epochs, or constant (the reference code's)",
+        help="cosine annealing over --epochs, constant (the reference code's), or step (x --lr-decay every "
+        "--lr-step epochs)",
     )
+    train.add_argument("--lr-step", type=int, default=30, help="step schedule: epochs between decays")
+    train.add_argument("--lr-decay", type=float, default=0.1, help="step schedule: factor of each decay")
     train.add_argument(
         "--detach-target",
         action="store_true",
         help="no gradient through the clean softmax of the stability term (the reference code's variant)",
+    )
+    train.add_argument(
+        "--max-train", type=int, default=None, help="train on the first M training images only (default: all)"
     )
     train.add_argument("--out", required=True, help="checkpoint file written after every epoch")
     train.add_argument("--resume", action="store_true", help="continue from --out if it exists")

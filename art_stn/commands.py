@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from art_stn.art_trainer import ARTEstimatorTrainer
 from art_stn.checkpoint import load_checkpoint
 from art_stn.classifier import STNClassifier
 from art_stn.confidence import stage_schedule
@@ -27,9 +28,14 @@ from art_stn.evaluate import (
     summary_table,
 )
 from art_stn.metrics import bound_predictions
-from art_stn.models import MODELS, build_model, paper_optimizer
+from art_stn.models import MODELS, build_model, build_optimizer
 from art_stn.plots import plot_certified_accuracy, plot_robust_accuracy
-from art_stn.trainer import STNTrainer
+from art_stn.trainer import (
+    ConsistencyTrainer,
+    GaussianAugmentationTrainer,
+    STNTrainer,
+    build_scheduler,
+)
 
 __all__ = ["attack", "certify", "data", "demo", "plot", "train"]
 
@@ -155,9 +161,42 @@ def demo(args: argparse.Namespace) -> None:
     )
 
 
+#: ART's certified-training estimators of `art-stn train --method`: (class name, constructor defaults). The defaults
+#: are the MNIST settings of their papers (MACER: Zhai et al. 2020; SmoothAdv and SmoothMix: Jeong et al. 2021's
+#: MNIST runs) where ART's differ; `--art-args` overrides them. ART's SmoothMix takes its attack step from `alpha`;
+#: ART 1.20.1's SmoothAdv fails for num_noise_vec > 1 (it repeats the targets, not the noise), hence 1.
+ART_TRAINERS: dict[str, tuple[str, dict[str, float | int | None]]] = {
+    "macer": ("PyTorchMACER", {"beta": 16.0, "gamma": 8.0, "lmbda": 16.0, "gaussian_samples": 16}),
+    "smoothadv": ("PyTorchSmoothAdv", {"epsilon": 1.0, "num_noise_vec": 1, "num_steps": 2, "warmup": 10}),
+    "smoothmix": (
+        "PyTorchSmoothMix",
+        {"eta": 5.0, "num_noise_vec": 2, "num_steps": 8, "warmup": 10, "mix_step": 1, "alpha": 1.0},
+    ),
+}
+
+
+def _art_args(text: str, method: str) -> dict[str, float | int | None]:
+    """
+    :param text: `--art-args`: comma-separated `key=value` pairs.
+    :param method: The ART method.
+    :return: The method's defaults updated with the given values.
+    :raises ValueError: for a malformed pair or a key the method's defaults do not list.
+    """
+    defaults = dict(ART_TRAINERS[method][1])
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or key not in defaults:
+            raise ValueError(f"--art-args: {pair!r} is not key=value with a key of {method}: {sorted(defaults)}.")
+        try:
+            defaults[key] = None if value.lower() == "none" else (int(value) if value.isdigit() else float(value))
+        except ValueError as err:
+            raise ValueError(f"--art-args: {key} must be a number or none; got {value!r}.") from err
+    return defaults
+
+
 def train(args: argparse.Namespace) -> None:
     """
-    `art-stn train`: stability training with a checkpoint after every epoch.
+    `art-stn train`: certified training by `--method`, with a checkpoint after every epoch.
 
     :param args: Parsed arguments.
     """
@@ -169,38 +208,62 @@ def train(args: argparse.Namespace) -> None:
     nb_classes, shape = DATASETS[args.dataset]
     if MODELS[name].input_shape != shape:
         raise ValueError(f"model {name} takes inputs {MODELS[name].input_shape}, but {args.dataset} has {shape}.")
-    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0:
-        raise ValueError("--epochs and --batch-size must be >= 1 and --lr > 0.")
+    if args.epochs < 1 or args.batch_size < 1:
+        raise ValueError("--epochs and --batch-size must be >= 1.")
+    if args.method == "consistency" and args.lbd is None:
+        raise ValueError(
+            "--method consistency needs --lbd (Jeong & Shin's MNIST values: 10 / 5 / 5 at sigma 0.25 / 0.5 / 1)."
+        )
+    art_method = args.method in ART_TRAINERS
+    if art_method and args.noise != "gaussian":
+        raise ValueError(f"--method {args.method} trains ART's estimator, which draws Gaussian noise only.")
+    art_kwargs = _art_args(args.art_args, args.method) if art_method else {}
     out = Path(args.out)
     _check_writable(out)
     init_from_env(args.device)  # under torchrun: join the process group; the trainer then uses DDP
-    x_tr, y_tr = _load(args, train=True)
+    x_tr, y_tr = _load(args, train=True, max_images=args.max_train)
     x_te, y_te = _load(args, train=False, max_images=1000)
     torch.manual_seed(args.seed)
     model = build_model(name, num_classes=nb_classes)
-    optimizer = paper_optimizer(model, name, lr=args.lr)
-    scheduler = None
-    if args.lr_schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    clf = STNClassifier(
-        model,
-        torch.nn.CrossEntropyLoss(),
-        shape,
-        nb_classes,
-        optimizer=optimizer,
-        clip_values=(0.0, 1.0),
-        noise=args.noise,
-        scale=args.scale,
-        seed=args.seed,
-        device_type=_device_type(args),
-    )
-    trainer = STNTrainer(
-        clf,
-        gamma=args.gamma,
-        seed=args.seed,
-        metadata={"model": name, "dataset": args.dataset},
-        detach_target=args.detach_target,
-    )
+    optimizer = build_optimizer(model, name, args.optimizer, args.lr, args.momentum, args.weight_decay)
+    scheduler = build_scheduler(optimizer, args.lr_schedule, args.epochs, args.lr_step, args.lr_decay)
+    metadata = {"model": name, "dataset": args.dataset}
+    common = {"clip_values": (0.0, 1.0), "device_type": _device_type(args)}
+    if art_method:
+        import art.estimators.certification.randomized_smoothing as art_rs
+
+        estimator = getattr(art_rs, ART_TRAINERS[args.method][0])(
+            model,
+            torch.nn.CrossEntropyLoss(),
+            shape,
+            nb_classes,
+            optimizer=optimizer,
+            scale=args.scale,
+            **common,
+            **art_kwargs,
+        )
+        clf = STNClassifier.from_estimator(estimator, alpha=0.001, seed=args.seed)
+        trainer = ARTEstimatorTrainer(clf, estimator, seed=args.seed, metadata=metadata)
+    else:
+        clf = STNClassifier(
+            model,
+            torch.nn.CrossEntropyLoss(),
+            shape,
+            nb_classes,
+            optimizer=optimizer,
+            noise=args.noise,
+            scale=args.scale,
+            seed=args.seed,
+            **common,
+        )
+        if args.method == "consistency":
+            trainer = ConsistencyTrainer(clf, lbd=args.lbd, m=args.m, eta=args.eta, seed=args.seed, metadata=metadata)
+        elif args.method == "gaussian":
+            trainer = GaussianAugmentationTrainer(clf, seed=args.seed, metadata=metadata)
+        else:
+            trainer = STNTrainer(
+                clf, gamma=args.gamma, seed=args.seed, metadata=metadata, detach_target=args.detach_target
+            )
     resume_from = out if args.resume and out.exists() else None
     history = trainer.fit(
         x_tr,
@@ -212,13 +275,14 @@ def train(args: argparse.Namespace) -> None:
         verbose=not args.quiet,
         checkpoint=out,
         resume_from=resume_from,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=None if art_method else args.checkpoint_every,
     )
     if history and is_main():
         last = history[-1]
+        loss = "n/a (ART's fit reports none)" if np.isnan(last["loss"]) else f"{last['loss']:.4f}"
         print(
-            f"epoch {last['epoch']}: loss {last['loss']:.4f}, clean accuracy {100 * last['val_clean_acc']:.1f}%, "
-            f"under noise {100 * last['val_noisy_acc']:.1f}%; checkpoint {out}"
+            f"epoch {last['epoch']} ({args.method}): loss {loss}, clean accuracy {100 * last['val_clean_acc']:.1f}%, "
+            f"under noise {100 * last['val_noisy_acc']:.1f}%, {last['seconds']:.1f} s; checkpoint {out}"
         )
 
 

@@ -268,7 +268,6 @@ def test_train_command_every_method_on_real_mnist_then_certify(tmp_path, method,
     ckpt = tmp_path / f"{method}.pt"
     extra = {
         "consistency": ["--lbd", "5"],
-        "smoothadv": ["--art-args", "num_noise_vec=1"],
         "smoothmix": ["--art-args", "num_steps=2"],
         "macer": ["--art-args", "gaussian_samples=4"],
     }

@@ -58,7 +58,7 @@ def test_train_resume_continues_to_more_epochs(checkpoint, tmp_path):
         "--resume",
         "--quiet",
     )
-    assert out.stdout.startswith("epoch 5:")
+    assert out.stdout.startswith("epoch 5 (stn):")
 
 
 def test_certify_attack_plot_on_digits(checkpoint, tmp_path):

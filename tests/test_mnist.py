@@ -156,7 +156,7 @@ def test_paper_models_have_the_reference_code_architecture():
     assert all(p.ndim > 1 for p in groups[0]["params"]) and all(p.ndim == 1 for p in groups[1]["params"])
     assert len(paper_optimizer(mnist, "mnist-cnn").param_groups) == 1
     with pytest.raises(ValueError, match="unknown model"):
-        paper_optimizer(mnist, "lenet")
+        paper_optimizer(mnist, "no-such-model")
 
 
 def test_cifar_same_max_pool_matches_keras_output_size():
