@@ -53,12 +53,16 @@ def _why_unreadable(path: Path, err: Exception) -> str:
         if head.startswith(b"PK"):
             return "it is a truncated zip archive (an interrupted save, copy or download?)"
         return "it is not a file written by torch.save (a results file, text or another format?)"
-    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(err))
-    if found:
-        detail = found.group(1).split(". ")[0].strip().rstrip(".")
-        return f"it holds objects other than tensors and plain containers ({detail}), which art-stn does not load"
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return first[:200]
+    text = str(err)
+    # PyTorch's own lines advise `weights_only=False` or filing an issue: keep only what names the problem.
+    advice = ("weights only load failed", "weights_only", "please file an issue", "check the documentation")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = next((line for line in lines if not any(a in line.lower() for a in advice)), "")
+    detail = re.sub(r"^WeightsUnpickler error:\s*", "", detail).split(". ")[0].rstrip(".")
+    if "weights only load failed" in text.lower():
+        detail = f" ({detail})" if detail else ""
+        return f"it holds objects other than tensors and plain containers{detail}, which art-stn does not load"
+    return (detail or type(err).__name__)[:200]
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
