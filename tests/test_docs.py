@@ -188,3 +188,14 @@ def test_code_blocks_fit_the_page(page):
         if len(line) > CODE_WIDTH
     ]
     assert not long, f"{page}: code lines over {CODE_WIDTH} characters: {long}"
+
+
+def test_certified_training_page_is_regenerated_from_the_committed_results():
+    """The benchmark page's tables are those `docs/scripts/certified_training_report.py` makes from the committed
+    results files, and every run it lists was certified with the same protocol."""
+    module = docs_script("certified_training_report")
+    page = (ROOT / "docs" / "certified-training.md").read_text()
+    expected = module.report(module.load())
+    assert docs_script("generated_block").between(page, module.BEGIN, module.END) == expected, (
+        "docs/certified-training.md: run python docs/scripts/certified_training_report.py --write"
+    )

@@ -9,7 +9,6 @@ Usage: `python docs/scripts/certified_training_report.py [--write | --check]`: p
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,6 +22,9 @@ from scipy.stats import norm  # noqa: E402
 
 from art_stn.evaluate import certified_accuracy, certified_accuracy_difference, read_results  # noqa: E402
 from art_stn.metrics import bound_predictions, max_certifiable_radius  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generated_block import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results" / "mnist-certified-training"
@@ -277,35 +279,22 @@ def report(runs: dict) -> str:
     for sigma in (0.5, 1.0):
         out += sigma_section(runs, sigma, TABLE_A)
     out += ["## (b) Equal compute at sigma = 0.5", "", *equal_compute(runs)]
-    out += ["![Certified accuracy of every method](assets/certified_training_mnist.png)", "", END]
+    if runs:
+        out += ["![Certified accuracy of every method](assets/certified_training_mnist.png)", ""]
+    out.append(END)
     return "\n".join(out)
 
 
-def main() -> int:
-    """Print, write or check the report. :return: The exit status."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="replace the block on the page and redraw the figure")
-    mode.add_argument("--check", action="store_true", help="exit 1 when the page's block differs")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="results folder (printing only)")
-    args = parser.parse_args()
-    runs = load(args.results)
-    new, text = report(runs), PAGE.read_text()
-    old = text[text.index(BEGIN) : text.index(END) + len(END)] if BEGIN in text and END in text else ""
-    if args.write:
-        if not old:
-            sys.exit(f"{PAGE}: the markers are missing")
-        PAGE.write_text(text.replace(old, new))
+def make(write: bool) -> str:
+    """
+    :param write: Also redraw the figure.
+    :return: The report from the committed results.
+    """
+    runs = load()
+    if write and runs:
         figure(runs)
-        print(f"wrote {PAGE} and {FIGURE}")
-    elif args.check:
-        if old != new:
-            print(f"{PAGE}: the report differs from results/mnist-certified-training/; run {__file__} --write")
-            return 1
-    else:
-        print(new)
-    return 0
+    return report(runs)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, PAGE, BEGIN, END, make))

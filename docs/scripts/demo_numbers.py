@@ -11,11 +11,13 @@ update `provenance.json` (commit: `git rev-parse HEAD` of the tree that ran) and
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import textwrap
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generated_block import between, main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results" / "demo"
@@ -62,33 +64,8 @@ def expected() -> str:
 
 def on_page(text: str) -> str:
     """:return: The block between the markers of the page's text (empty when they are missing)."""
-    if BEGIN not in text or END not in text:
-        return ""
-    return text[text.index(BEGIN) : text.index(END) + len(END)]
-
-
-def main() -> int:
-    """Print, write or check the block. :return: The exit status."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="replace the block on docs/reproduce.md")
-    mode.add_argument("--check", action="store_true", help="exit 1 when the page's block differs")
-    args = parser.parse_args()
-    new, text = expected(), PAGE.read_text()
-    old = on_page(text)
-    if args.write:
-        if not old:
-            sys.exit(f"{PAGE}: the markers are missing")
-        PAGE.write_text(text.replace(old, new))
-        print(f"wrote the digits demo numbers into {PAGE}")
-    elif args.check:
-        if old != new:
-            print(f"{PAGE}: the digits demo numbers differ from results/demo/; run {__file__} --write")
-            return 1
-    else:
-        print(new)
-    return 0
+    return between(text, BEGIN, END)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, PAGE, BEGIN, END, lambda write: expected()))
