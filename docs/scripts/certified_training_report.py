@@ -151,6 +151,8 @@ def per_epoch(train: dict | None, key: str) -> str:
 
 def status_line(runs: dict) -> str:
     """:return: One line on which runs are complete."""
+    if not runs:
+        return "No model has been certified yet: the tables fill in as the runs finish."
     parts = []
     for (method, sigma), run in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         n = len(run["table"]["idx"])
@@ -174,17 +176,22 @@ def sigma_section(runs: dict, sigma: float, methods: tuple[str, ...]) -> list[st
         f"CERTIFY {sigma * norm.ppf(0.001**1e-5):.2f}).",
         "",
     ]
-    radii = [r for r in RADII if r <= 2.5]
-    head = "| certified accuracy (%) at L2 radius | " + " | ".join(f"{r:g}" for r in radii) + " |"
-    out += [head, "|---|" + "---:|" * len(radii)]
-    for m, run in here.items():
-        for bound, label in (("cohen", "CERTIFY"), ("renyi", "Rényi")):
-            cells = " | ".join(f"{100 * a:.1f}" for a in curve(run["table"], bound, radii))
-            out.append(f"| {NAMES[m]}, {label} | {cells} |")
-    for m, row in PUBLISHED_CURVES.get(sigma, {}).items():
-        cells = " | ".join(f"{row[i]:.1f}" if i < len(row) else "–" for i in range(len(radii)))
-        out.append(f"| *published {NAMES[m]}, CERTIFY N = 100,000* | {cells} |")
-    out += ["", "| | images | ACR, CERTIFY | ACR, Rényi | published ACR | base clean accuracy | CPU s / epoch | "
+    radii = list(RADII)
+    published = PUBLISHED_CURVES.get(sigma, {})
+    short = {"gaussian": "Gaussian", "stn": "STN", "consistency": "consistency"}
+    for bound, label in (("cohen", "CERTIFY"), ("renyi", "Rényi bound")):
+        names = [short.get(m, NAMES[m]) for m in here]
+        names += [f"published {short[m]}" for m in published] if bound == "cohen" else []
+        out += [f"Certified accuracy (%), {label}:", "", "| L2 radius | " + " | ".join(names) + " |"]
+        out.append("|---:|" + "---:|" * len(names))
+        columns = [curve(run["table"], bound, radii) * 100 for run in here.values()]
+        if bound == "cohen":
+            columns += [[row[i] if i < len(row) else None for i in range(len(radii))] for row in published.values()]
+        for i, r in enumerate(radii):
+            cells = " | ".join("–" if col[i] is None else f"{col[i]:.1f}" for col in columns)
+            out.append(f"| {r:g} | {cells} |")
+        out.append("")
+    out += ["| | images | ACR, CERTIFY | ACR, Rényi | published ACR | base clean accuracy | CPU s / epoch | "
             "wall s / epoch |", "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for m, run in here.items():
         t, train = run["table"], run["train"]
@@ -195,7 +202,7 @@ def sigma_section(runs: dict, sigma: float, methods: tuple[str, ...]) -> list[st
             f"{'–' if published is None else f'{published:.3f}'} | {clean} | {per_epoch(train, 'cpu_seconds')} | "
             f"{per_epoch(train, 'seconds')} |"
         )
-    if "gaussian" in here:
+    if "gaussian" in here and len(here) > 1:
         out += ["", "Each method minus Gaussian augmentation on the images both certified (paired 95% intervals; "
                 "certified accuracy in points, CERTIFY):", ""]  # fmt: skip
         others = [m for m in here if m != "gaussian"]
