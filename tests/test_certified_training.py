@@ -290,7 +290,7 @@ def test_train_command_every_method_on_real_mnist_then_certify(tmp_path, method,
     assert len([line for line in tsv.read_text().splitlines() if line[:1].isdigit()]) == 2
 
 
-def test_train_command_refuses_bad_method_arguments(tmp_path, capsys):
+def test_train_command_refuses_bad_method_arguments(tmp_path, capsys, monkeypatch):
     base = ["train", "--dataset", "digits", "--epochs", "1", "--out", tmp_path / "x.pt"]
     for extra, message in [
         (["--method", "consistency"], "--lbd"),
@@ -302,3 +302,6 @@ def test_train_command_refuses_bad_method_arguments(tmp_path, capsys):
         code, _, err = run_cli(capsys, *base, *extra)
         assert code == 2 and message in err, (extra, err)
         assert not (tmp_path / "x.pt").exists()
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun
+    code, _, err = run_cli(capsys, *base, "--method", "smoothmix")
+    assert code == 2 and "no DDP" in err and not (tmp_path / "x.pt").exists()
