@@ -220,7 +220,7 @@ def train(args: argparse.Namespace) -> None:
     art_kwargs = _art_args(args.art_args, args.method) if art_method else {}
     out = Path(args.out)
     if art_method and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError(f"--method {args.method} trains through ART's own fit, which has no DDP: run it in one process.")
+        raise ValueError(f"--method {args.method} trains through ART's fit, which has no DDP: run it in one process.")
     _check_writable(out)
     init_from_env(args.device)  # under torchrun: join the process group; the trainer then uses DDP
     x_tr, y_tr = _load(args, train=True, max_images=args.max_train)
