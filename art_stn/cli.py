@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="training method: gaussian (augmentation), stn (--gamma, --detach-target), consistency (--lbd, --m, "
         "--eta), or ART's macer / smoothadv / smoothmix (--art-args)",
     )
-    train.add_argument("--gamma", type=float, default=1.0, help="stn: stability weight; 0 = Gaussian augmentation")
+    train.add_argument(
+        "--gamma", type=float, default=None, help="stn: stability weight; 0 = Gaussian augmentation (default: 1.0)"
+    )
     train.add_argument(
         "--lbd",
         type=float,
@@ -187,11 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="consistency: weight of the KL term (required; Jeong & Shin's MNIST values: 10 / 5 / 5 at sigma "
         "0.25 / 0.5 / 1.0)",
     )
-    train.add_argument("--m", type=int, default=2, help="consistency: noisy copies per input")
-    train.add_argument("--eta", type=float, default=0.5, help="consistency: weight of the entropy term")
+    train.add_argument("--m", type=int, default=None, help="consistency: noisy copies per input (default: 2)")
+    train.add_argument("--eta", type=float, default=None, help="consistency: weight of the entropy term (default: 0.5)")
     train.add_argument(
         "--art-args",
-        default="",
+        default=None,
         help="macer / smoothadv / smoothmix: comma-separated key=value arguments of ART's estimator, over the "
         "defaults listed in docs/cli.md (e.g. lmbda=16,gaussian_samples=16)",
     )

@@ -210,6 +210,13 @@ def train(args: argparse.Namespace) -> None:
         raise ValueError(f"model {name} takes inputs {MODELS[name].input_shape}, but {args.dataset} has {shape}.")
     if args.epochs < 1 or args.batch_size < 1:
         raise ValueError("--epochs and --batch-size must be >= 1.")
+    given = {"--gamma": args.gamma, "--detach-target": args.detach_target or None, "--lbd": args.lbd, "--m": args.m}
+    given |= {"--eta": args.eta, "--art-args": args.art_args}
+    owners = {"--gamma": ("stn",), "--detach-target": ("stn",), "--art-args": tuple(ART_TRAINERS)}
+    for flag, value in given.items():
+        methods = owners.get(flag, ("consistency",))
+        if value is not None and args.method not in methods:
+            raise ValueError(f"{flag} applies to --method {' / '.join(methods)}, not to --method {args.method}.")
     if args.method == "consistency" and args.lbd is None:
         raise ValueError(
             "--method consistency needs --lbd (Jeong & Shin's MNIST values: 10 / 5 / 5 at sigma 0.25 / 0.5 / 1)."
@@ -217,7 +224,7 @@ def train(args: argparse.Namespace) -> None:
     art_method = args.method in ART_TRAINERS
     if art_method and args.noise != "gaussian":
         raise ValueError(f"--method {args.method} trains ART's estimator, which draws Gaussian noise only.")
-    art_kwargs = _art_args(args.art_args, args.method) if art_method else {}
+    art_kwargs = _art_args(args.art_args or "", args.method) if art_method else {}
     out = Path(args.out)
     if art_method and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(f"--method {args.method} trains through ART's fit, which has no DDP: run it in one process.")
@@ -259,12 +266,17 @@ def train(args: argparse.Namespace) -> None:
             **common,
         )
         if args.method == "consistency":
-            trainer = ConsistencyTrainer(clf, lbd=args.lbd, m=args.m, eta=args.eta, seed=args.seed, metadata=metadata)
+            m, eta = 2 if args.m is None else args.m, 0.5 if args.eta is None else args.eta
+            trainer = ConsistencyTrainer(clf, lbd=args.lbd, m=m, eta=eta, seed=args.seed, metadata=metadata)
         elif args.method == "gaussian":
             trainer = GaussianAugmentationTrainer(clf, seed=args.seed, metadata=metadata)
         else:
             trainer = STNTrainer(
-                clf, gamma=args.gamma, seed=args.seed, metadata=metadata, detach_target=args.detach_target
+                clf,
+                gamma=1.0 if args.gamma is None else args.gamma,
+                seed=args.seed,
+                metadata=metadata,
+                detach_target=args.detach_target,
             )
     resume_from = out if args.resume and out.exists() else None
     history = trainer.fit(

@@ -298,6 +298,11 @@ def test_train_command_refuses_bad_method_arguments(tmp_path, capsys, monkeypatc
         (["--method", "macer", "--art-args", "epsilon=1"], "key=value"),
         (["--method", "macer", "--art-args", "beta=x"], "beta"),
         (["--method", "macer", "--noise", "laplace"], "Gaussian"),
+        (["--method", "gaussian", "--gamma", "1"], "--gamma applies to --method stn"),
+        (["--method", "consistency", "--lbd", "5", "--detach-target"], "--detach-target applies"),
+        (["--method", "stn", "--lbd", "5"], "--lbd applies to --method consistency"),
+        (["--method", "macer", "--eta", "1"], "--eta applies"),
+        (["--method", "consistency", "--lbd", "5", "--art-args", "beta=1"], "--art-args applies"),
     ]:
         code, _, err = run_cli(capsys, *base, *extra)
         assert code == 2 and message in err, (extra, err)
