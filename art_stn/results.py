@@ -43,12 +43,12 @@ __all__ = [
 RESULTS_MAGIC = "# art-stn"
 #: Version of the seeded noise streams, recorded in results files: files written with other streams do not resume.
 NOISE_STREAMS = 2
-#: Settings that art-stn before 0.9 left out of a results file when they held these values: a file without one is
+#: Settings that files written by earlier art-stn versions left out when they held these values: a file without one is
 #: read as holding the value (`interval` was recorded only when it was not Clopper-Pearson).
 LEGACY_DEFAULTS: dict[str, Any] = {"interval": "clopper-pearson"}
 #: Settings older files recorded that do not change a row: not compared on resume.
 IGNORED_SETTINGS = ("batch_size",)
-#: Settings first recorded by art-stn 0.9, unknown for older files: such a file resumes with a warning.
+#: Settings that earlier art-stn versions did not record, unknown for their files: such a file resumes with a warning.
 UNRECORDED_BEFORE = ("noise_generator",)
 
 
