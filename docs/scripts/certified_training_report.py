@@ -128,13 +128,41 @@ def shared(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[dict, di
     return {k: v[ia] for k, v in a.items()}, {k: v[ib] for k, v in b.items()}
 
 
+def interval(x: np.ndarray) -> tuple[float, float, float]:
+    """
+    :param x: Per-image differences.
+    :return: `(mean, low, high)`: the paired 95% Wald interval.
+    """
+    half = norm.ppf(0.975) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else np.nan
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
 def paired(x: np.ndarray) -> str:
     """
     :param x: Per-image differences.
     :return: `mean [low, high]`, the paired 95% Wald interval.
     """
-    half = norm.ppf(0.975) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else np.nan
-    return f"{x.mean():+.3f} [{x.mean() - half:+.3f}, {x.mean() + half:+.3f}]"
+    mean, low, high = interval(x)
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def findings(runs: dict) -> list[str]:
+    """
+    :return: One line per method and sigma: its ACR (CERTIFY) minus Gaussian augmentation's on the images both
+             certified, and whether the paired 95% interval puts it above, below or level with it.
+    """
+    out = []
+    for (method, sigma), run in sorted(runs.items(), key=lambda kv: (kv[0][1], list(NAMES).index(kv[0][0]))):
+        if method == "gaussian" or ("gaussian", sigma) not in runs:
+            continue
+        a, b = shared(run["table"], runs[("gaussian", sigma)]["table"])
+        mean, low, high = interval(acr(a, "cohen") - acr(b, "cohen"))
+        verdict = "beats" if low > 0 else "falls behind" if high < 0 else "does not differ measurably from"
+        out.append(
+            f"- At sigma = {sigma:g}, **{NAMES[method]} {verdict} Gaussian augmentation**: ACR (CERTIFY) "
+            f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] on {len(a['idx'])} paired images."
+        )
+    return [*out, ""] if out else []
 
 
 def curve(table: dict[str, np.ndarray], bound: str, radii=RADII) -> np.ndarray:
@@ -261,19 +289,20 @@ def figure(runs: dict, path: Path = FIGURE) -> None:
     """
     sigmas = sorted({s for _, s in runs})
     fig, axes = plt.subplots(len(sigmas), 1, figsize=(8, 4.2 * len(sigmas)), squeeze=False)
-    grid = np.linspace(0, 3.2, 321)
     for ax, sigma in zip(axes[:, 0], sigmas, strict=True):
+        cap = ceiling(runs, sigma)["cohen"]
+        right = 1.1 * max(cap, *(RADII[len(row) - 1] for row in PUBLISHED_CURVES.get(sigma, {}).values()))
+        grid = np.linspace(0, right, 400)
         for m in NAMES:
             if (m, sigma) not in runs:
                 continue
             ax.plot(grid, 100 * curve(runs[(m, sigma)]["table"], "cohen", grid), color=COLORS[m], label=NAMES[m])
         for m, row in PUBLISHED_CURVES.get(sigma, {}).items():
             ax.plot(RADII[: len(row)], row, "o", mfc="none", color=COLORS[m], label=f"published {NAMES[m]}")
-        cap = ceiling(runs, sigma)["cohen"]
         ax.axvline(cap, color="grey", lw=0.8, ls=":")
         ax.text(cap, 102, f" this protocol's ceiling {cap:.2f}", fontsize=9, color="grey", va="bottom")
         ax.set(title=f"LeNet on MNIST, sigma = {sigma:g}", xlabel="L2 radius", ylabel="certified accuracy (%)",
-               ylim=(0, 108), xlim=(0, 3.2))  # fmt: skip
+               ylim=(0, 108), xlim=(0, right))  # fmt: skip
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9, loc="lower left")
     fig.tight_layout()
@@ -287,7 +316,7 @@ def report(runs: dict) -> str:
     :param runs: From :func:`load`.
     :return: The generated Markdown between the page's markers.
     """
-    out = [BEGIN, "", status_line(runs), ""]
+    out = [BEGIN, "", status_line(runs), "", *findings(runs)]
     out += ["## (a) The literature's protocol at this machine's budget", ""]
     for sigma in (0.5, 1.0):
         out += sigma_section(runs, sigma, TABLE_A)
