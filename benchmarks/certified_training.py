@@ -200,8 +200,8 @@ def status(out: Path) -> None:
 
 def summarize(out: Path) -> None:
     """
-    Write `<run>.train.json` beside every finished training checkpoint: its method settings, per-epoch history and
-    the base model's clean accuracy on the 10,000 test images.
+    Write `<run>.train.json` beside every finished training checkpoint (one whose certification has started): its
+    method settings, per-epoch history and the base model's clean accuracy on the 10,000 test images.
 
     :param out: The results folder.
     """
@@ -215,9 +215,9 @@ def summarize(out: Path) -> None:
         path = out / f"{tag(method, sigma)}.pt"
         if not path.exists():
             continue
+        if not path.with_suffix(".tsv").exists():
+            continue  # certification starts once training has finished: until then the run is not done
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt.get("partial") is not None:
-            continue  # stopped inside an epoch: not finished
         clf = STNClassifier.load(path, device_type="cpu")
         clf.model.eval()
         with torch.no_grad():
