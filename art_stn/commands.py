@@ -237,34 +237,16 @@ def train(args: argparse.Namespace) -> None:
     optimizer = build_optimizer(model, name, args.optimizer, args.lr, args.momentum, args.weight_decay)
     scheduler = build_scheduler(optimizer, args.lr_schedule, args.epochs, args.lr_step, args.lr_decay)
     metadata = {"model": name, "dataset": args.dataset}
-    common = {"clip_values": (0.0, 1.0), "device_type": _device_type(args)}
+    base = (model, torch.nn.CrossEntropyLoss(), shape, nb_classes)
+    common = {"optimizer": optimizer, "scale": args.scale, "clip_values": (0.0, 1.0), "device_type": _device_type(args)}
     if art_method:
         import art.estimators.certification.randomized_smoothing as art_rs
 
-        estimator = getattr(art_rs, ART_TRAINERS[args.method][0])(
-            model,
-            torch.nn.CrossEntropyLoss(),
-            shape,
-            nb_classes,
-            optimizer=optimizer,
-            scale=args.scale,
-            **common,
-            **art_kwargs,
-        )
+        estimator = getattr(art_rs, ART_TRAINERS[args.method][0])(*base, **common, **art_kwargs)
         clf = STNClassifier.from_estimator(estimator, alpha=0.001, seed=args.seed)
         trainer = ARTEstimatorTrainer(clf, estimator, seed=args.seed, metadata=metadata)
     else:
-        clf = STNClassifier(
-            model,
-            torch.nn.CrossEntropyLoss(),
-            shape,
-            nb_classes,
-            optimizer=optimizer,
-            noise=args.noise,
-            scale=args.scale,
-            seed=args.seed,
-            **common,
-        )
+        clf = STNClassifier(*base, noise=args.noise, seed=args.seed, **common)
         if args.method == "consistency":
             m, eta = 2 if args.m is None else args.m, 0.5 if args.eta is None else args.eta
             trainer = ConsistencyTrainer(clf, lbd=args.lbd, m=m, eta=eta, seed=args.seed, metadata=metadata)
