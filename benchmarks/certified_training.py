@@ -52,9 +52,11 @@ def tag(method: str, sigma: float) -> str:
 
 def jobs() -> list[tuple[str, float]]:
     """
-    :return: Every (method, sigma), in the order the streams take them (table a first, consistency first).
+    :return: Every (method, sigma), in the order the streams take them: table a first, consistency and its
+             Gaussian baseline at each sigma before STN (with two streams: stream 0 takes consistency 0.5, STN 0.5,
+             STN 1.0, MACER, SmoothMix; stream 1 Gaussian 0.5, consistency 1.0, Gaussian 1.0, SmoothAdv).
     """
-    a = [(m, s) for s in (0.5, 1.0) for m in ("consistency", "gaussian", "stn")]
+    a = [("consistency", 0.5), ("gaussian", 0.5), ("stn", 0.5), ("consistency", 1.0), ("stn", 1.0), ("gaussian", 1.0)]
     return a + [(m, 0.5) for m in ART_METHODS]
 
 
