@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from art_stn.checkpoint import load_checkpoint
+
 OUT = Path("results/mnist-certified-training")
 EPOCHS = 30  # 90 in the literature: scaled by 1/3 with the schedule (x0.1 every 10 epochs instead of every 30)
 LR_STEP = 10
@@ -81,7 +83,7 @@ def checkpoint_state(path: Path) -> tuple[int, float]:
     """
     if not path.exists():
         return 0, 0.0
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path)
     history = ckpt.get("history") or []
     return int(ckpt["epoch"]) + 1, float(sum(h["cpu_seconds"] for h in history))
 
@@ -219,7 +221,7 @@ def summarize(out: Path) -> None:
             continue
         if not path.with_suffix(".tsv").exists():
             continue  # certification starts once training has finished: until then the run is not done
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_checkpoint(path)
         clf = STNClassifier.load(path, device_type="cpu")
         clf.model.eval()
         with torch.no_grad():
