@@ -6,10 +6,11 @@ CPU time (table b: one thread each, so CPU seconds are the compute a run used, w
 not inflate as it does wall-clock seconds); every model certified the same way (Cohen's CERTIFY and the Renyi bound
 on the same counts, n0 = 100, N = 10,000, alpha = 0.001, every 20th test image, noise seed 0).
 
-Usage (each stream is one process on one thread; run K streams side by side, in any session, as often as needed):
+Usage (each stream is one process on one thread, taking jobs from a shared queue; run as many streams side by side
+as there are cores, in any session, as often as needed):
 
-    python benchmarks/certified_training.py run --stream 0 --streams 2 &
-    python benchmarks/certified_training.py run --stream 1 --streams 2 &
+    python benchmarks/certified_training.py run --stream 0 &
+    python benchmarks/certified_training.py run --stream 1 &
     python benchmarks/certified_training.py status
     python benchmarks/certified_training.py summarize   # each finished model's training record, as JSON
 
@@ -23,11 +24,14 @@ CPU seconds, validation accuracy, and the base model's clean accuracy on all 10,
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import math
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -55,8 +59,7 @@ def tag(method: str, sigma: float) -> str:
 def jobs() -> list[tuple[str, float]]:
     """
     :return: Every (method, sigma), in the order the streams take them: table a first, consistency and its
-             Gaussian baseline at each sigma before STN (with two streams: stream 0 takes consistency 0.5, STN 0.5,
-             STN 1.0, MACER, SmoothMix; stream 1 Gaussian 0.5, consistency 1.0, Gaussian 1.0, SmoothAdv).
+             Gaussian baseline at each sigma before STN, then the ART methods.
     """
     a = [("consistency", 0.5), ("gaussian", 0.5), ("stn", 0.5), ("consistency", 1.0), ("stn", 1.0), ("gaussian", 1.0)]
     return a + [(m, 0.5) for m in ART_METHODS]
@@ -159,32 +162,60 @@ def run_job(method: str, sigma: float, out: Path, log: Path) -> None:
     run([*cert, "--out", str(out / f"{tag(method, sigma)}.tsv"), "--resume", "--quiet"], log)
 
 
-def stream(index: int, streams: int, out: Path) -> None:
+@contextlib.contextmanager
+def claim(out: Path, job: tuple[str, float]) -> Iterator[bool]:
     """
-    Run this stream's share of the jobs: train (resumed) then certify (resumed), one job after another.
+    Hold a job while this stream runs it: an exclusive lock on `<run>.lock`, which the system releases when the
+    process ends, however it ends, so a killed stream never leaves a job claimed.
 
-    :param index: This stream.
-    :param streams: Number of streams.
+    :param out: The results folder.
+    :param job: (method, sigma).
+    :return: Whether this stream holds the job (False: another stream runs it).
+    """
+    with (out / f"{tag(*job)}.lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def stream(index: int, out: Path) -> None:
+    """
+    Take jobs from the shared queue until every job is done: the first job, in `jobs()` order, that no other stream
+    holds; train it (resumed) then certify it (resumed). A job another stream finished is checked by running it
+    again, which resumes to nothing. Streams balance themselves, and any number may run, in any session.
+
+    :param index: This stream (names its log).
     :param out: The results folder.
     """
     out.mkdir(parents=True, exist_ok=True)
     log = out / f"run-stream{index}.log"
     torch.set_num_threads(1)
-    pending = [j for i, j in enumerate(jobs()) if i % streams == index]
+    pending = jobs()
     while pending:
-        job = pending[0]
-        try:
-            run_job(*job, out, log)
-        except subprocess.CalledProcessError as err:  # e.g. the working tree was mid-edit: retry later
-            with log.open("a") as fh:
-                fh.write(f"[{time.strftime('%FT%TZ', time.gmtime())}] failed ({err}); retrying in 60 s\n")
+        ran = False
+        for job in list(pending):
+            with claim(out, job) as mine:
+                if not mine:
+                    continue
+                try:
+                    run_job(*job, out, log)
+                except subprocess.CalledProcessError as err:  # e.g. the working tree was mid-edit: retry later
+                    with log.open("a") as fh:
+                        fh.write(f"[{time.strftime('%FT%TZ', time.gmtime())}] failed ({err}); retrying in 60 s\n")
+                    break
+                except Waiting:
+                    continue  # the consistency run whose CPU time it is given is not finished: come back later
+            pending.remove(job)
+            ran = True
+            break  # back to the head of the queue
+        if not ran and pending:
             time.sleep(60)
-            continue
-        except Waiting:
-            pending.append(job)  # the consistency run is another stream's and not done yet: come back later
-            if len(pending) == 1:
-                time.sleep(60)
-        pending.pop(0)
 
 
 def status(out: Path) -> None:
@@ -243,12 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=("run", "status", "summarize"))
-    parser.add_argument("--stream", type=int, default=0)
-    parser.add_argument("--streams", type=int, default=1)
+    parser.add_argument("--stream", type=int, default=0, help="this stream's number (names its log)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.what == "run":
-        stream(args.stream, args.streams, args.out)
+        stream(args.stream, args.out)
     elif args.what == "summarize":
         summarize(args.out)
     else:
