@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from art_stn.checkpoint import load_checkpoint
+from art_stn.commands import ART_TRAINERS
 
 OUT = Path("results/mnist-certified-training")
 EPOCHS = 30  # 90 in the literature: scaled by 1/3 with the schedule (x0.1 every 10 epochs instead of every 30)
@@ -153,7 +154,7 @@ def run_job(method: str, sigma: float, out: Path, log: Path) -> None:
             raise Waiting
         epochs = found
     args = train_args(method, sigma, epochs, ckpt)
-    if method in ART_METHODS:
+    if "warmup" in ART_TRAINERS.get(method, ("", {}))[1]:  # SmoothAdv, SmoothMix (MACER has none)
         warmup = max(1, round(10 * epochs / 90))  # the literature's 10 of 90 epochs, scaled
         args += ["--art-args", f"warmup={warmup}"]
     if checkpoint_state(ckpt)[0] < epochs:
@@ -260,7 +261,8 @@ def summarize(out: Path) -> None:
         skip = {"model_state", "optimizer_state", "scheduler_state", "rng_state", "partial", "history", "smoothing"}
         record = {k: v for k, v in ckpt.items() if k not in skip}
         record |= {"scale": ckpt["smoothing"]["scale"], "noise": ckpt["smoothing"]["noise"]}
-        record |= {"epochs": int(ckpt["epoch"]) + 1, "history": ckpt["history"]}
+        history = [{k: None if v != v else v for k, v in h.items()} for h in ckpt["history"]]  # NaN: valid JSON null
+        record |= {"epochs": int(ckpt["epoch"]) + 1, "history": history}
         record["clean_accuracy"] = float((pred.numpy() == y).mean())
         target = path.with_suffix(".train.json")
         target.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")

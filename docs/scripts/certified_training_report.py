@@ -274,7 +274,7 @@ def equal_compute(runs: dict) -> list[str]:
             "",
             *out,
         ]
-    base = here.get("gaussian")
+    base, gains = here.get("gaussian"), {}
     for m, run in here.items():
         t, hours = run["table"], training_hours(run)
         epochs = run["train"]["epochs"] if run["train"] else "–"
@@ -284,11 +284,17 @@ def equal_compute(runs: dict) -> list[str]:
             a, b = shared(t, base["table"])
             d = acr(a, "cohen") - acr(b, "cohen")
             diff, extra = paired(d), None if hours is None else hours - (training_hours(base) or 0.0)
-            gain = "–" if not extra or extra <= 0 else f"{d.mean() / extra:+.3f}"
+            if extra and extra > 0:
+                gains[m] = d.mean() / extra
+                gain = f"{gains[m]:+.3f}"
         cost = "–" if hours is None else f"{hours:.2f}"
         cells = [NAMES[m], epochs, per_epoch(run["train"], "cpu_seconds"), cost, f"{acr(t, 'cohen').mean():.3f}"]
         cells += [f"{PUBLISHED_ACR[sigma][m]:.3f}", at, diff, gain]
         out.append("| " + " | ".join(map(str, cells)) + " |")
+    if gains:
+        best = max(gains, key=gains.get)
+        line = f"Most certified radius per extra CPU hour over Gaussian augmentation: **{NAMES[best]}** "
+        out += ["", line + f"({gains[best]:+.3f} ACR per CPU h; a point estimate from the paired difference above)."]
     return [*out, ""]
 
 
