@@ -160,9 +160,16 @@ def findings(runs: dict) -> list[str]:
         verdict = "beats" if low > 0 else "falls behind" if high < 0 else "does not differ measurably from"
         out.append(
             f"- At sigma = {sigma:g}, **{NAMES[method]} {verdict} Gaussian augmentation**: ACR (CERTIFY) "
-            f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] on {len(a['idx'])} paired images."
+            f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] on {len(a['idx'])} paired images{budget(method, run)}."
         )
     return [*out, ""] if out else []
+
+
+def budget(method: str, run: dict) -> str:
+    """:return: For a run outside table (a), the epochs it trained in table (b)'s budget; empty otherwise."""
+    if method in TABLE_A or not run["train"]:
+        return ""
+    return f", at equal compute ({run['train']['epochs']} epochs in the consistency run's CPU time, table b)"
 
 
 def curve(table: dict[str, np.ndarray], bound: str, radii=RADII) -> np.ndarray:
@@ -314,7 +321,11 @@ def figure(runs: dict, path: Path = FIGURE) -> None:
         for m in NAMES:
             if (m, sigma) not in runs:
                 continue
-            ax.plot(grid, 100 * curve(runs[(m, sigma)]["table"], "cohen", grid), color=COLORS[m], label=NAMES[m])
+            run, label, style = runs[(m, sigma)], NAMES[m], "-"
+            if m not in TABLE_A:  # table (b): fewer epochs in the same CPU time
+                epochs = run["train"]["epochs"] if run["train"] else "?"
+                label, style = f"{label}: {epochs} epochs, equal compute", "--"
+            ax.plot(grid, 100 * curve(run["table"], "cohen", grid), style, color=COLORS[m], label=label)
         for m, row in PUBLISHED_CURVES.get(sigma, {}).items():
             ax.plot(RADII[: len(row)], row, "o", mfc="none", color=COLORS[m], label=f"published {NAMES[m]}")
         ax.axvline(cap, color="grey", lw=0.8, ls=":")
