@@ -269,18 +269,14 @@ def equal_compute(runs: dict) -> list[str]:
     """
     sigma = 0.5
     here = {m: runs[(m, sigma)] for m in NAMES if (m, sigma) in runs}
-    out = ["| sigma = 0.5 | epochs | CPU s / epoch | training CPU h | ACR, CERTIFY | published ACR | "
-           "certified at 0.5 / 1.0 / 1.5 | minus Gaussian, ACR | gain per extra CPU h |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    budget = training_hours(here["consistency"]) if "consistency" in here else None
-    if budget is not None:
-        out = [
-            f"The budget is the consistency run's training CPU time, {budget:.2f} CPU h. Each ART method trains the "
-            "epochs that fit it, from the CPU seconds of one measured epoch (a separate 1-epoch run), with its "
-            "learning-rate steps and warm-up scaled to those epochs as table (a)'s are to 30.",
-            "",
-            *out,
-        ]
+    hours = training_hours(here["consistency"]) if "consistency" in here else None
+    out = [] if hours is None else [
+        f"The budget is the consistency run's training CPU time, {hours:.2f} CPU h. Each ART method trains the "
+        "epochs that fit it, from the CPU seconds of one measured epoch (a separate 1-epoch run), with its "
+        "learning-rate steps and warm-up scaled to those epochs as table (a)'s are to 30.", ""]  # fmt: skip
+    out += ["| sigma = 0.5 | epochs | CPU s / epoch | training CPU h | ACR, CERTIFY | published ACR | "
+            "certified at 0.5 / 1.0 / 1.5 | minus Gaussian, ACR | gain per extra CPU h |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     base, gains = here.get("gaussian"), {}
     for m, run in here.items():
         t, hours = run["table"], training_hours(run)
