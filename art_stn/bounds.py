@@ -16,6 +16,11 @@ Except in :func:`cohen_certify_l2_radius`, ``p1`` is (a lower bound on) the prob
 ``p1 == p2`` and ``inf`` only in the degenerate case where the bound itself is infinite (e.g. ``p1 = 1``);
 Clopper-Pearson bounds from a finite number of samples never reach it.
 
+Rounding only shrinks a radius: each function lowers its floating-point result by a bound on its own rounding error
+(a few hundred units in the last place of the terms involved), so a computed radius never exceeds the exact value of
+its formula. Near a tie (`p1` a few ulps above `p2`) the radius is then 0, not the rounding noise that a square root
+would turn into a radius of about 1e-8.
+
 | Paper link: https://arxiv.org/abs/1809.03113 (Li, Wang, Chen, Carin: Certified Adversarial Robustness with
   Additive Noise, NeurIPS 2019)
 """
@@ -38,6 +43,22 @@ _INV_PHI = (np.sqrt(5.0) - 1.0) / 2.0
 
 # PixelDP: best radius over this grid of delta; epsilon is solved exactly for each delta (Gaussian mechanism, eps<=1).
 _PIXELDP_DELTAS = np.logspace(-16.0, np.log10(0.5), 241)
+
+# Rounding-error allowance, 16 units of the double-precision epsilon (2.2e-16): above the few ulps that each elementary
+# operation (log, exp, expm1, log1p, ndtri, sqrt) contributes along a radius's chain, so that it is never rounded up.
+_ULPS = 16.0 * np.finfo(np.float64).eps
+
+
+def _shrink(value: np.ndarray, error: np.ndarray | float) -> np.ndarray:
+    """
+    `value` lowered by a bound on its absolute rounding error, and by its own relative rounding, never below 0.
+
+    :param value: A computed, non-negative quantity.
+    :param error: A bound on the absolute rounding error of `value` (0 for relative rounding only).
+    :return: `max(value * (1 - _ULPS) - error, 0)`; infinite values stay infinite.
+    """
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isposinf(value), value, np.maximum(value * (1.0 - _ULPS) - error, 0.0))
 
 
 def _as_probabilities(p1: np.ndarray | float, p2: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -183,10 +204,34 @@ def renyi_l2_radius(p1: np.ndarray | float, p2: np.ndarray | float, sigma: np.nd
             fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
             c, d = c_next, d_next
         refined = np.maximum(np.maximum(fc, fd), values[np.arange(len(idx)), idx])
-        best[active] = np.maximum(refined, _renyi_limit_alpha_one(q1, q2))
-    half_l2_over_sigma2 = np.maximum(best.reshape(p1_a.shape), 0.0)
-    radius = np.sqrt(2.0 * half_l2_over_sigma2) * sigma_a
+        value = np.maximum(refined, _renyi_limit_alpha_one(q1, q2))
+        best[active] = _shrink(value, _renyi_error(q1, q2, value))
+    half_l2_over_sigma2 = best.reshape(p1_a.shape)
+    radius = _shrink(np.sqrt(2.0 * half_l2_over_sigma2) * sigma_a, 0.0)
     return _result(np.broadcast_to(radius, shape).astype(np.float64))
+
+
+def _renyi_error(p1: np.ndarray, p2: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """
+    A bound on the absolute rounding error of the Theorem-2 objective `-log(1 - d) / alpha` as computed by
+    :func:`_renyi_objective` (and its `alpha -> 1` limit), where `d = p1 + p2 - 2 M`.
+
+    `d` sums terms of size at most `p1 + p2` (the generalised mean `M` is at most the arithmetic mean); the log-space
+    mean carries the rounding of `log p1` and `log p2`, so the error of `d` is at most a few ulps of
+    `(p1 + p2) (2 + |log p1| + |log p2|)` (tracing the chain gives at most `(p1 + p2)(6 + 10 (|log p1| + |log p2|))`
+    ulps, below the 16 ulps per unit of that factor used here), and `-log(1 - d)` multiplies it by `1 / (1 - d)`,
+    which is at most `1 / (1 - p1)`: `1 - d = 1 - p1 - p2 + 2 M` and `M >= p2` (a mean of `p1 >= p2`).
+
+    :param p1: Top-class probabilities (`> p2`).
+    :param p2: Runner-up probabilities.
+    :param value: The computed objective.
+    :return: The error bound, >= 0.
+    """
+    with np.errstate(divide="ignore"):
+        logs = np.abs(np.log(p1)) + np.where(p2 > 0, np.abs(np.log(np.where(p2 > 0, p2, 1.0))), 0.0)
+        amplification = 1.0 / np.maximum(1.0 - p1, np.finfo(np.float64).tiny)
+    # With p2 = 0 the mean is exactly 0 and d = p1 exactly: only the final log and division round.
+    return _ULPS * (np.where(p2 > 0, (p1 + p2) * (2.0 + logs) * amplification, 0.0) + value)
 
 
 def laplace_l1_radius(p1: np.ndarray | float, p2: np.ndarray | float, scale: np.ndarray | float) -> np.ndarray | float:
@@ -204,8 +249,10 @@ def laplace_l1_radius(p1: np.ndarray | float, p2: np.ndarray | float, scale: np.
     p1_a, p2_a = _as_probabilities(p1, p2)
     scale_a = _as_scale(scale, "scale")
     with np.errstate(divide="ignore"):
-        radius = -scale_a * np.log1p(-(p1_a - p2_a))
-    return _result(np.maximum(radius, 0.0))
+        # 1 - p1 is exact for p1 >= 1/2 (Sterbenz), so log((1 - p1) + p2) has only relative rounding however close
+        # p1 is to 1; below 1/2, 1 - (p1 - p2) >= 1/2 and log1p is well conditioned.
+        radius = -scale_a * np.where(p1_a >= 0.5, np.log((1.0 - p1_a) + p2_a), np.log1p(-(p1_a - p2_a)))
+    return _result(_shrink(np.maximum(radius, 0.0), scale_a * _ULPS))
 
 
 def cohen_l2_radius(p1: np.ndarray | float, p2: np.ndarray | float, sigma: np.ndarray | float) -> np.ndarray | float:
@@ -226,8 +273,11 @@ def cohen_l2_radius(p1: np.ndarray | float, p2: np.ndarray | float, sigma: np.nd
     p1_a, p2_a = _as_probabilities(p1, p2)
     sigma_a = _as_scale(sigma, "sigma")
     with np.errstate(invalid="ignore"):
-        radius = 0.5 * sigma_a * (ndtri(p1_a) - ndtri(p2_a))
+        z1, z2 = ndtri(p1_a), ndtri(p2_a)
+        radius = 0.5 * sigma_a * (z1 - z2)
+        error = 0.5 * sigma_a * _ULPS * (np.abs(z1) + np.abs(z2))  # ndtri's few ulps, before the difference cancels
     radius = np.where(np.broadcast_to(p1_a == p2_a, radius.shape), 0.0, radius)
+    radius = np.where(np.isfinite(radius), _shrink(np.nan_to_num(radius, posinf=0.0), np.nan_to_num(error)), radius)
     return _result(np.maximum(radius, 0.0))
 
 
@@ -250,7 +300,7 @@ def cohen_certify_l2_radius(pa_lower: np.ndarray | float, sigma: np.ndarray | fl
         raise ValueError("`pa_lower` must lie in [0, 1] and not be NaN.")
     sigma_a = _as_scale(sigma, "sigma")
     radius = sigma_a * ndtri(np.maximum(pa, 0.5))
-    return _result(np.maximum(radius, 0.0))
+    return _result(_shrink(np.maximum(radius, 0.0), 0.0))
 
 
 def pixeldp_l2_radius(p1: np.ndarray | float, p2: np.ndarray | float, sigma: np.ndarray | float) -> np.ndarray | float:
@@ -278,6 +328,7 @@ def pixeldp_l2_radius(p1: np.ndarray | float, p2: np.ndarray | float, sigma: np.
         with np.errstate(divide="ignore", invalid="ignore"):
             u_max = 2.0 * slack / (delta + np.sqrt(delta * delta + 4.0 * p2_a * np.maximum(slack, 0.0)))
             eps = np.minimum(np.log(u_max), 1.0)
+            eps = eps - _ULPS * (1.0 + np.abs(np.log(delta)))  # the rounding of u_max and of the slack
         eps = np.where((slack > 0) & np.isfinite(eps) & (eps > 0), eps, 0.0)
         best = np.maximum(best, eps / np.sqrt(2.0 * np.log(1.25 / delta)))
     return _result(best * sigma_a)

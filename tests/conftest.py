@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 from sklearn.datasets import load_digits
 
 from art_stn import STNClassifier
+
+# Property tests draw the same examples on every run (`ci`, the default): a failure is reproducible and CI never fails
+# by chance. `HYPOTHESIS_PROFILE=search python -m pytest tests/test_reliability.py tests/test_rounding_soundness.py`
+# searches afresh, with random draws and more examples.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("search", max_examples=3000, derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 class LinearBinary(torch.nn.Module):
