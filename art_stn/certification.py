@@ -10,7 +10,7 @@ elsewhere).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +33,7 @@ __all__ = [
     "CertifyReport",
     "certify_counts",
     "certify_sequential",
+    "radius_stages",
     "largest_certified",
     "levels",
     "reachable_levels",
@@ -387,3 +388,74 @@ def certify_sequential(
         stage=kept_stage,
         stage_alpha=np.asarray(alphas, dtype=np.float64)[kept_stage],
     )
+
+
+def _all_correct_samples(
+    radius: float, n: int, alpha: float, scale: float, noise: str, bound: str, interval: str, nb_classes: int
+) -> int | None:
+    """
+    The fewest estimation samples at which an input whose samples all fall in its top class is certified at
+    `radius` (binary search: the certified radius of all-correct counts grows with their number).
+
+    :return: That number, or None when even `n` samples do not reach `radius`.
+    """
+
+    def reaches(m: np.ndarray) -> np.ndarray:
+        counts = np.zeros((len(m), nb_classes), dtype=np.int64)
+        counts[:, 0] = m
+        step = certify_counts(counts, alpha, scale, noise, bound, np.zeros(len(m), dtype=np.int64), interval)
+        return step.certified_by[bound] & (step.radii[bound] >= radius)
+
+    if not reaches(np.array([n]))[0]:
+        return None
+    lo, hi = 0, n  # reaches(hi) holds, reaches(lo) does not (0 samples certify nothing)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if reaches(np.array([mid]))[0] else (mid, hi)
+    return hi
+
+
+def radius_stages(
+    n: int,
+    alpha: float,
+    radii: Sequence[float],
+    scale: float,
+    noise: str = "gaussian",
+    bound: str = "renyi",
+    interval: str = "clopper-pearson",
+    nb_classes: int = 10,
+) -> list[int]:
+    """
+    Stage sizes for sequential certification placed where the requested radii are decided: for each radius, the
+    fewest samples at which an input whose samples all fall in its top class is certified at it, at the failure
+    probability each early stage gets under :func:`art_stn.confidence.stage_schedule` (`alpha / 2` shared by the
+    early stages, `alpha / 2` for the last, `n`). The schedule depends only on the settings, never on the data, so
+    the union bound of :func:`art_stn.confidence.stage_schedule` holds as for any fixed schedule.
+
+    An all-correct input is then decided at the stage of its radius, with `log(alpha_stage) / log(alpha)` times the
+    samples an oracle knowing its top-class probability would need (about 1.4x for ten stages at alpha = 0.001),
+    where doubling stages overshoot by up to another 2x. Inputs whose samples are not all correct go on to later
+    stages, up to `n`.
+
+    :param n: The most estimation samples per input (the last stage).
+    :param alpha: The run's failure probability.
+    :param radii: The requested radii (those the stopping rule decides at).
+    :param scale: Gaussian sigma or Laplace lambda.
+    :param noise: `"gaussian"` or `"laplace"`.
+    :param bound: The bound that decides.
+    :param interval: The interval of `p1_lower` / `p2_upper`.
+    :param nb_classes: The number of classes.
+    :return: Cumulative stage sizes, strictly increasing, below `n` (pass them as `stages`; `n` is appended there).
+    """
+    n = check_int(n, "n", 1)
+    radii = sorted({float(r) for r in radii})
+    stages = len(radii) + 1
+    sizes: list[int] = []
+    for _ in range(8):  # settle the number of stages, which sets each early stage's failure probability
+        early = alpha / 2.0 / max(stages - 1, 1)
+        found = {_all_correct_samples(r, n, early, scale, noise, bound, interval, nb_classes) for r in radii}
+        sizes = sorted(m for m in found if m is not None and m < n)
+        if len(sizes) + 1 == stages:
+            break
+        stages = len(sizes) + 1
+    return sizes

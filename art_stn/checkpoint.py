@@ -25,11 +25,14 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "check_resume_settings",
     "classifier_settings",
+    "optimizer_settings",
+    "schedule_settings",
     "load_checkpoint",
     "model_from_checkpoint",
     "restore_rng_state",
     "rng_state",
     "save_checkpoint",
+    "strip_resume_state",
 ]
 
 #: The version of the checkpoint layout.
@@ -103,6 +106,25 @@ def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> Path:
     return path
 
 
+#: What only a resume needs: a finished model's checkpoint can drop it (:func:`strip_resume_state`).
+RESUME_STATE = ("optimizer_state", "scheduler_state", "rng_state", "partial")
+
+
+def strip_resume_state(path: str | Path) -> Path:
+    """
+    Rewrite a finished run's checkpoint without what only a resume needs (the optimizer's and scheduler's state, the
+    random state and mid-epoch progress): the weights, settings, method, history and metadata stay, so
+    :meth:`art_stn.STNClassifier.load` and `art-stn certify` read it as before, while a resume is refused (its
+    optimizer settings are missing). Written atomically.
+
+    :param path: The checkpoint.
+    :return: The path.
+    """
+    ckpt = load_checkpoint(path)
+    ckpt.pop("format", None)
+    return save_checkpoint(path, {k: v for k, v in ckpt.items() if k not in RESUME_STATE})
+
+
 def model_from_checkpoint(
     ckpt: dict[str, Any], path: str | Path, model: torch.nn.Module | None = None
 ) -> torch.nn.Module:
@@ -137,6 +159,8 @@ def classifier_settings(ckpt: dict[str, Any], **overrides: Any) -> dict[str, Any
     :return: Keyword arguments (`input_shape` and `clip_values` as tuples).
     """
     settings = dict(ckpt["smoothing"])
+    # The memory format is the loading machine's choice (measured there), not the model's: a stored one is ignored.
+    settings.pop("channels_last", None)
     settings["input_shape"] = tuple(settings["input_shape"])
     clip = settings.pop("clip_values", None)
     settings["clip_values"] = None if clip is None else tuple(clip)
@@ -171,22 +195,116 @@ def restore_rng_state(state: dict[str, torch.Tensor], device: str | torch.device
         torch.cuda.set_rng_state(state["cuda"], torch.device(device))
 
 
-def check_resume_settings(ckpt: dict[str, Any], now: dict[str, Any], path: str | Path) -> None:
+#: The meaning of settings that an earlier art-stn checkpoint format did not store: a checkpoint without `method` that
+#: has `gamma` was written by STNTrainer, and one without `detach_target` (added with the reference code's variant)
+#: did not detach. Any other missing setting is unknown, and so a difference.
+def _legacy_setting(ckpt: dict[str, Any], key: str) -> Any:
     """
-    Refuse to continue a checkpoint trained under other settings.
+    :param ckpt: A checkpoint without `key`.
+    :param key: A setting.
+    :return: What the setting was, where the format's history says so, else `_MISSING`.
+    """
+    method = ckpt.get("method", "stn" if "gamma" in ckpt else None)
+    if key == "method" and method is not None:
+        return method
+    if key == "detach_target" and method == "stn":
+        return False
+    return _MISSING
+
+
+class _Missing:
+    """A setting the checkpoint does not record."""
+
+    def __repr__(self) -> str:
+        return "not recorded"
+
+
+_MISSING = _Missing()
+# Scheduler state that is progress, not a setting; `base_lrs` repeats the optimizer's starting rates.
+_SCHEDULE_PROGRESS = ("last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial", "base_lrs")
+
+
+def optimizer_settings(param_groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """
+    The hyperparameters of an optimizer's parameter groups, live or from a saved state dict: every entry but the
+    parameters, with the rate the run started from (`initial_lr`, which a scheduler keeps) as `lr`.
+
+    :param param_groups: `optimizer.param_groups` or `optimizer.state_dict()["param_groups"]`.
+    :return: One dict per group.
+    """
+    settings = []
+    for group in param_groups:
+        plain = {k: v for k, v in group.items() if k not in ("params", "lr", "initial_lr")}
+        plain["lr"] = group.get("initial_lr", group.get("lr"))
+        settings.append(plain)
+    return settings
+
+
+def schedule_settings(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """
+    The settings of a learning-rate scheduler from its state dict (e.g. `T_max` of a cosine schedule, `step_size`
+    and `gamma` of a step schedule), without its progress.
+
+    :param state: `scheduler.state_dict()`, or None for no scheduler.
+    :return: The settings, or None.
+    """
+    return None if state is None else {k: v for k, v in state.items() if k not in _SCHEDULE_PROGRESS}
+
+
+def check_resume_settings(
+    ckpt: dict[str, Any],
+    now: dict[str, Any],
+    path: str | Path,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+) -> None:
+    """
+    Refuse to continue a checkpoint trained under other settings. A setting the checkpoint does not record is a
+    difference, except where an earlier format's meaning is known (a method-less checkpoint with `gamma` is STN's).
 
     :param ckpt: The checkpoint.
     :param now: The settings of the run that would continue it: `noise` and `scale` (compared with the stored
-           smoothing settings) and any top-level checkpoint keys (`gamma`, `seed`).
+           smoothing settings) and any top-level checkpoint keys (`method`, `gamma`, `seed`, `batch_size`, ...).
     :param path: Its file, for the message.
+    :param optimizer: The optimizer that would continue it: its hyperparameters (the starting `lr`, `momentum`,
+           `weight_decay`, ...) must equal the stored optimizer's.
+    :param scheduler: The scheduler that would continue it (None: none): its kind and settings (e.g. the cosine
+           period `T_max`, set by the total number of epochs) must equal the stored scheduler's.
     :raises ValueError: naming the settings that differ.
     """
     smoothing = ckpt.get("smoothing", {})
-    stored = {k: smoothing.get(k) if k in ("noise", "scale") else ckpt.get(k) for k in now}
-    differ = {k: (stored[k], v) for k, v in now.items() if stored[k] is not None and stored[k] != v}
+    source = {**ckpt, **{k: smoothing[k] for k in ("noise", "scale") if k in smoothing}}
+    stored = {k: source[k] if k in source else _legacy_setting(ckpt, k) for k in now}
+    differ = {k: (stored[k], v) for k, v in now.items() if stored[k] is _MISSING or stored[k] != v}
+    if optimizer is not None:
+        saved = ckpt.get("optimizer_state")
+        old = optimizer_settings(saved["param_groups"]) if saved else [{}]
+        new = optimizer_settings(optimizer.param_groups)
+        if len(old) != len(new):
+            differ["optimizer parameter groups"] = (len(old), len(new))
+        for a, b in zip(old, new, strict=False):
+            differ |= {
+                k: (a.get(k, _MISSING), b.get(k, _MISSING))
+                for k in {**a, **b}
+                if a.get(k, _MISSING) != b.get(k, _MISSING)
+            }
+        old_schedule = schedule_settings(ckpt.get("scheduler_state"))
+        new_schedule = schedule_settings(None if scheduler is None else scheduler.state_dict())
+        if (old_schedule is None) != (new_schedule is None):
+            differ["scheduler"] = (
+                "none" if old_schedule is None else "a scheduler",
+                "none" if new_schedule is None else type(scheduler).__name__,
+            )
+        elif old_schedule is not None and new_schedule is not None:
+            keys = {**old_schedule, **new_schedule}
+            differ |= {k: (old_schedule.get(k, _MISSING), new_schedule.get(k, _MISSING)) for k in keys
+                       if old_schedule.get(k, _MISSING) != new_schedule.get(k, _MISSING)}  # fmt: skip
     if differ:
         names = ", ".join(differ)
+        hint = (
+            " (T_max is the cosine schedule's length: --epochs of the run that wrote it)" if "T_max" in differ else ""
+        )
         raise ValueError(
-            f"cannot resume {path}: {names} differ (checkpoint, now): {differ}. Resume with the checkpoint's "
+            f"cannot resume {path}: {names} differ (checkpoint, now): {differ}{hint}. Resume with the checkpoint's "
             "settings or start a new run."
         )

@@ -4,7 +4,7 @@ certificates, noise-averaged gradients for ART's attacks, and device-side Monte 
 
 This module is the estimator itself (its parameters and their checks, `load`, `from_estimator`, `fit`); its
 `predict` / `certify` / `certify_report` come from :class:`art_stn.prediction.SmoothedPredictionMixin` and its
-gradients from :class:`art_stn.gradients.NoiseAveragedGradientsMixin` (layer 4 of docs/architecture.md).
+gradients from :class:`art_stn.gradients.NoiseAveragedGradientsMixin` (layer 4 of the [architecture](../architecture/)).
 
 | Paper link: https://arxiv.org/abs/1809.03113 (Li, Wang, Chen, Carin, NeurIPS 2019)
 """
@@ -30,13 +30,16 @@ from art_stn.certification import (
 )
 from art_stn.checkpoint import classifier_settings, load_checkpoint, model_from_checkpoint
 from art_stn.confidence import INTERVALS, check_alpha, check_interval
+from art_stn.distributed import unwrap
 from art_stn.gradients import NoiseAveragedGradientsMixin
 from art_stn.noise import check_noise
 from art_stn.prediction import SmoothedPredictionMixin
 from art_stn.smoothing import (
     CPU_BATCH_SIZE,
     PRECISIONS,
+    set_memory_format,
 )
+from art_stn.speed import fastest_channels_last
 from art_stn.trainer import STNTrainer
 from art_stn.validation import check_int, check_labels
 
@@ -121,7 +124,7 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
         eot_samples: int | None = None,
         seed: int | None = None,
         precision: str = "fp32",
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         interval: str = "clopper-pearson",
     ) -> None:
         """
@@ -153,8 +156,11 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
         :param precision: `"fp32"` (default) or `"bf16"`: run the model under `torch.autocast` in bfloat16 while
                sampling (predict / certify). The counts are those of the bf16 model, so its certificates are sound
                for the bf16 classifier, not for the fp32 one with the same weights: a choice of base classifier.
-        :param channels_last: Use the channels-last memory format for 4-D inputs and weights while sampling (faster
-               convolutions on recent GPUs); other tensors (e.g. of 3-D convolutions) keep their format.
+        :param channels_last: The memory format of 4-D inputs and weights in every forward pass (sampling, noise-
+               averaged gradients, training): True for channels-last, False for PyTorch's default, None (default)
+               for the faster of the two on this machine and model, measured once and cached
+               (:func:`art_stn.speed.fastest_channels_last`; :meth:`uses_channels_last` tells the choice). Only
+               the order of floating-point operations differs; other tensors (e.g. of 3-D convolutions) keep theirs.
         :param interval: The confidence interval behind `p1_lower` / `p2_upper`: `"clopper-pearson"` (one-sided,
                `alpha / 2` each, Bonferroni: the paper's text), `"sison-glaz"` (needs >= 7 classes) or `"goodman"`
                (simultaneous multinomial intervals at level `alpha`: the reference code's choice). The `cohen` bound
@@ -213,8 +219,8 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
             self.seed = check_int(self.seed, "seed", 0)
         if self.precision not in PRECISIONS:
             raise ValueError(f"`precision` must be one of {PRECISIONS}; got {self.precision!r}.")
-        if not isinstance(self.channels_last, bool):
-            raise TypeError("`channels_last` must be a bool.")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise TypeError(f"`channels_last` must be True, False or None (measured); got {self.channels_last!r}.")
         if self.nb_classes < 2:
             raise ValueError(f"`nb_classes` must be >= 2; got {self.nb_classes}.")
         check_interval(self.interval, self.nb_classes)
@@ -225,6 +231,23 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
             )
         self._generators = {}
         self._auto_batch = None
+        self._layout: bool | None = None
+
+    def uses_channels_last(self) -> bool:
+        """
+        The memory format of the forward passes: `channels_last` when it is set, else the faster one on this machine
+        and model (:func:`art_stn.speed.fastest_channels_last`, measured on first use and cached). The model's 4-D
+        weights are put in that format.
+
+        :return: True for channels-last, False for PyTorch's default format.
+        """
+        if self._layout is None:
+            layout = self.channels_last
+            if layout is None:
+                layout = fastest_channels_last(unwrap(self.model), tuple(self.input_shape), self._device)
+            set_memory_format(self._model, layout)
+            self._layout = layout
+        return self._layout
 
     @property
     def norm(self) -> int:
@@ -298,9 +321,16 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
                arguments (`preprocessing`, ...).
         :return: The classifier.
         :raises FileNotFoundError: if `path` does not exist.
-        :raises ValueError: if the file is not an art-stn checkpoint or does not fit `model`.
+        :raises ValueError: if the file is not an art-stn checkpoint or does not fit `model`, or holds a deterministic
+                model (standard training, TRADES, Madry: no noise, so no smoothed classifier to restore).
         """
         ckpt = load_checkpoint(path) if checkpoint is None else checkpoint
+        if ckpt.get("deterministic"):
+            raise ValueError(
+                f"{path} holds a deterministic model (--method {ckpt.get('method', 'standard')}, trained without "
+                "noise): it has no smoothed prediction to certify. `art-stn attack` evaluates it as the plain "
+                "classifier; art_stn.checkpoint.model_from_checkpoint returns its model."
+            )
         model = model_from_checkpoint(ckpt, path, model)
         settings = classifier_settings(ckpt, **kwargs)
         return cls(

@@ -34,6 +34,30 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return action.help
         return super()._get_help_string(action)
 
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        """
+        :param text: An option's help.
+        :param width: The column width.
+        :return: Its lines, wrapped at spaces only: a name such as `mnist-small-cnn` or a flag is never cut at a hyphen.
+        """
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """
+        :param text: A description.
+        :param width: The column width.
+        :param indent: The indent of every line.
+        :return: The text filled at spaces only.
+        """
+        import textwrap
+
+        return textwrap.fill(
+            " ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False,
+            break_long_words=False,
+        )  # fmt: skip
+
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose help shows the defaults (:class:`_HelpFormatter`), for every sub-command."""
@@ -79,11 +103,12 @@ def _data_args(p: argparse.ArgumentParser, default: str | None = "digits") -> No
     p.add_argument("--cache-dir", default=None, help="art-stn data cache (default: $ART_STN_CACHE or ~/.cache/art-stn)")
 
 
-def _common_args(p: argparse.ArgumentParser) -> None:
+def _common_args(p: argparse.ArgumentParser, seeds: str = "the noise streams, data order and initial weights") -> None:
     """
     Add the device, seed and verbosity arguments.
 
     :param p: A sub-command parser.
+    :param seeds: What `--seed` seeds in this command.
     """
     p.add_argument(
         "--device",
@@ -93,8 +118,24 @@ def _common_args(p: argparse.ArgumentParser) -> None:
         default="cpu",
         help="device: cpu, or cuda (gpu is the same: ART's device_type name)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise streams, data order and initial weights")
+    p.add_argument("--seed", type=int, default=0, help=f"seed of {seeds}")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _layout_arg(p: argparse.ArgumentParser) -> None:
+    """
+    Add `--channels-last`.
+
+    :param p: A sub-command parser.
+    """
+    p.add_argument(
+        "--channels-last",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="memory format of image batches: auto (default) measures which is faster on this machine and model "
+        "(once, cached), on / off force channels-last / PyTorch's default; the choice is recorded in results headers "
+        "and checkpoints",
+    )
 
 
 def _floats(text: str, name: str) -> list[float]:
@@ -161,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--model",
         default=None,
-        help="registered model (default: the data set's own: digits-cnn, mnist-cnn, cifar10-cnn)",
+        help="registered model: digits-cnn, mnist-cnn, mnist-small-cnn, lenet, cifar10-cnn, cifar10-vgg, "
+        "resnet18-cifar (default: the data set's own: digits-cnn, mnist-cnn, cifar10-cnn)",
     )
     train.add_argument("--noise", choices=("gaussian", "laplace"), default="gaussian", help="noise (L2 or L1)")
     train.add_argument(
@@ -169,15 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--sigma",
         dest="scale",
         type=float,
-        default=0.25,
-        help="noise scale: Gaussian sigma or Laplace lambda",
+        default=None,
+        help="noise scale: Gaussian sigma or Laplace lambda (default 0.25; standard, trades and madry use none)",
     )
     train.add_argument(
         "--method",
-        choices=("gaussian", "stn", "consistency", "macer", "smoothadv", "smoothmix"),
+        choices=("gaussian", "stn", "consistency", "macer", "smoothadv", "smoothmix", "standard", "trades", "madry"),
         default="stn",
         help="training method: gaussian (augmentation), stn (--gamma, --detach-target), consistency (--lbd, --m, "
-        "--eta), or ART's macer / smoothadv / smoothmix (--art-args)",
+        "--eta), ART's macer / smoothadv / smoothmix (--art-args), or a deterministic model without noise, "
+        "trained by ART: standard, or the adversarial-training baselines trades / madry (--art-args)",
     )
     train.add_argument(
         "--gamma", type=float, default=None, help="stn: stability weight; 0 = Gaussian augmentation (default: 1.0)"
@@ -220,15 +263,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--max-train", type=int, default=None, help="train on the first M training images only (default: all)"
     )
+    train.add_argument(
+        "--val-size",
+        type=int,
+        default=None,
+        help="hold out the last V training images (after --max-train) and report accuracy on them after every "
+        "epoch (default: 1000, at most a tenth of the images); 0: train on all, no validation (no test image is "
+        "looked at during training)",
+    )
     train.add_argument("--out", required=True, help="checkpoint file written after every epoch")
     train.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     train.add_argument(
         "--checkpoint-every",
         type=int,
-        default=200,
-        help="also write --out every K batches inside an epoch, so a killed run loses at most K batches (default 200)",
+        default=None,
+        help="also write --out every K batches inside an epoch, so a killed run loses at most K batches (default "
+        "200); gaussian, stn and consistency only: ART's methods train through their fit an epoch at a time and are "
+        "checkpointed after every epoch",
     )
     _common_args(train)
+    _layout_arg(train)
 
     certify = sub.add_parser(
         "certify",
@@ -283,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument(
         "--stages",
         default=None,
-        help="cumulative stage sizes of --sequential (default: 100,200,400,... below --n, then --n)",
+        help="cumulative stage sizes of --sequential (default: 100,200,400,... below --n, then --n), or 'radii': "
+        "a stage where each of --radii is decided for an input whose samples all agree (about 1.4x the samples an "
+        "oracle needs, where doubling overshoots up to 2x more)",
     )
     certify.add_argument("--skip", type=int, default=1, help="certify every K-th example")
     certify.add_argument("--max", type=int, default=None, help="certify at most M examples (default: all)")
@@ -296,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument("--out", required=True, help="results file (TSV)")
     certify.add_argument("--resume", action="store_true", help="continue --out, skipping indices it holds")
     certify.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    _common_args(certify)
+    _common_args(certify, seeds="the noise streams (selection and estimation samples)")
+    _layout_arg(certify)
 
     attack = sub.add_parser(
         "attack",
@@ -332,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--out", required=True, help="results file (TSV)")
     attack.add_argument("--resume", action="store_true", help="continue --out, skipping the attack sizes it holds")
     attack.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    _common_args(attack)
+    _common_args(attack, seeds="the noise streams (smoothed predictions and noise-averaged gradients)")
+    _layout_arg(attack)
 
     plot = sub.add_parser(
         "plot",
@@ -376,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             args.radii = _floats(args.radii, "--radii")
         if args.command == "certify":
             args.radii = None if args.radii is None else _floats(args.radii, "--radii")
-            args.stages = None if args.stages is None else [int(v) for v in _floats(args.stages, "--stages")]
+            if args.stages is not None and args.stages != "radii":
+                args.stages = [int(v) for v in _floats(args.stages, "--stages")]
             if args.sequential and args.radii is None:
                 raise ValueError("--sequential needs --radii (the radii that decide when an example may stop).")
             if args.stages is not None and not args.sequential:

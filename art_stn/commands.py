@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from art_stn.art_trainer import ARTEstimatorTrainer
+from art_stn.art_trainer import (
+    ART_TRAINERS,
+    DETERMINISTIC,
+    ARTEstimatorTrainer,
+    art_settings,
+    deterministic_trainer,
+    plain_classifier,
+)
+from art_stn.certification import radius_stages
 from art_stn.checkpoint import load_checkpoint
 from art_stn.classifier import STNClassifier
 from art_stn.confidence import stage_schedule
@@ -85,6 +93,14 @@ def _checkpoint_for_data(args: argparse.Namespace, path: str) -> dict:
             f"has {expected} in {classes}: pass the --dataset it was trained on."
         )
     return ckpt
+
+
+def _channels_last(args: argparse.Namespace) -> bool | None:
+    """
+    :param args: Parsed arguments with `channels_last` (`auto`, `on`, `off`).
+    :return: The classifier's `channels_last`: None (measured), True or False.
+    """
+    return {"auto": None, "on": True, "off": False}[args.channels_last]
 
 
 def _check_writable(path: Path) -> None:
@@ -161,39 +177,6 @@ def demo(args: argparse.Namespace) -> None:
     )
 
 
-#: ART's certified-training estimators of `art-stn train --method`: (class name, constructor defaults). The defaults
-#: are the MNIST settings of their papers (MACER: Zhai et al. 2020; SmoothAdv and SmoothMix: Jeong et al. 2021's
-#: MNIST runs) where ART's differ; `--art-args` overrides them. ART's SmoothMix takes its attack step from `alpha`;
-#: ART 1.20.1's SmoothAdv fails for num_noise_vec > 1 (it repeats the targets, not the noise), hence 1.
-ART_TRAINERS: dict[str, tuple[str, dict[str, float | int | None]]] = {
-    "macer": ("PyTorchMACER", {"beta": 16.0, "gamma": 8.0, "lmbda": 16.0, "gaussian_samples": 16}),
-    "smoothadv": ("PyTorchSmoothAdv", {"epsilon": 1.0, "num_noise_vec": 1, "num_steps": 2, "warmup": 10}),
-    "smoothmix": (
-        "PyTorchSmoothMix",
-        {"eta": 5.0, "num_noise_vec": 2, "num_steps": 8, "warmup": 10, "mix_step": 1, "alpha": 1.0},
-    ),
-}
-
-
-def _art_args(text: str, method: str) -> dict[str, float | int | None]:
-    """
-    :param text: `--art-args`: comma-separated `key=value` pairs.
-    :param method: The ART method.
-    :return: The method's defaults updated with the given values.
-    :raises ValueError: for a malformed pair or a key the method's defaults do not list.
-    """
-    defaults = dict(ART_TRAINERS[method][1])
-    for pair in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = pair.partition("=")
-        if not sep or key not in defaults:
-            raise ValueError(f"--art-args: {pair!r} is not key=value with a key of {method}: {sorted(defaults)}.")
-        try:
-            defaults[key] = None if value.lower() == "none" else (int(value) if value.isdigit() else float(value))
-        except ValueError as err:
-            raise ValueError(f"--art-args: {key} must be a number or none; got {value!r}.") from err
-    return defaults
-
-
 def train(args: argparse.Namespace) -> None:
     """
     `art-stn train`: certified training by `--method`, with a checkpoint after every epoch.
@@ -210,6 +193,10 @@ def train(args: argparse.Namespace) -> None:
         raise ValueError(f"model {name} takes inputs {MODELS[name].input_shape}, but {args.dataset} has {shape}.")
     if args.epochs < 1 or args.batch_size < 1:
         raise ValueError("--epochs and --batch-size must be >= 1.")
+    if args.max_train is not None and args.max_train < 1:
+        raise ValueError(f"--max-train must be >= 1 (the number of training images to use); got {args.max_train}.")
+    if args.val_size is not None and args.val_size < 0:
+        raise ValueError(f"--val-size must be >= 0 (held-out training images; 0: no validation); got {args.val_size}.")
     given = {"--gamma": args.gamma, "--detach-target": args.detach_target or None, "--lbd": args.lbd, "--m": args.m}
     given |= {"--eta": args.eta, "--art-args": args.art_args}
     owners = {"--gamma": ("stn",), "--detach-target": ("stn",), "--art-args": tuple(ART_TRAINERS)}
@@ -222,31 +209,54 @@ def train(args: argparse.Namespace) -> None:
             "--method consistency needs --lbd (Jeong & Shin's MNIST values: 10 / 5 / 5 at sigma 0.25 / 0.5 / 1)."
         )
     art_method = args.method in ART_TRAINERS
+    deterministic = args.method in DETERMINISTIC
+    if deterministic and (args.scale is not None or args.noise != "gaussian"):
+        raise ValueError(f"--method {args.method} trains a deterministic model, without noise: drop --scale / --noise.")
     if art_method and args.noise != "gaussian":
         raise ValueError(f"--method {args.method} trains ART's estimator, which draws Gaussian noise only.")
-    art_kwargs = _art_args(args.art_args or "", args.method) if art_method else {}
+    if args.scale is None:
+        args.scale = 0.25
+    art_kwargs = art_settings(args.art_args or "", args.method) if art_method else {}
+    if art_method and args.checkpoint_every is not None:
+        raise ValueError(
+            f"--checkpoint-every applies to --method gaussian / stn / consistency: {args.method} trains through ART's "
+            "fit an epoch at a time, and is checkpointed after every epoch."
+        )
     out = Path(args.out)
     if art_method and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(f"--method {args.method} trains through ART's fit, which has no DDP: run it in one process.")
     _check_writable(out)
     init_from_env(args.device)  # under torchrun: join the process group; the trainer then uses DDP
     x_tr, y_tr = _load(args, train=True, max_images=args.max_train)
-    x_te, y_te = _load(args, train=False, max_images=1000)
+    if args.val_size is None:
+        args.val_size = min(1000, len(x_tr) // 10)
+    if args.val_size >= len(x_tr):
+        raise ValueError(f"--val-size {args.val_size} leaves no training image of {len(x_tr)}: choose fewer.")
+    validation = None
+    if args.val_size:  # the last images of the training split, held out: no test image is seen while training
+        validation = (x_tr[-args.val_size :], y_tr[-args.val_size :])
+        x_tr, y_tr = x_tr[: -args.val_size], y_tr[: -args.val_size]
     torch.manual_seed(args.seed)
     model = build_model(name, num_classes=nb_classes)
     optimizer = build_optimizer(model, name, args.optimizer, args.lr, args.momentum, args.weight_decay)
     scheduler = build_scheduler(optimizer, args.lr_schedule, args.epochs, args.lr_step, args.lr_decay)
-    metadata = {"model": name, "dataset": args.dataset}
+    metadata = {"model": name, "dataset": args.dataset, "train_images": len(x_tr), "val_images": args.val_size}
     base = (model, torch.nn.CrossEntropyLoss(), shape, nb_classes)
     common = {"optimizer": optimizer, "scale": args.scale, "clip_values": (0.0, 1.0), "device_type": _device_type(args)}
-    if art_method:
+    layout = {"channels_last": _channels_last(args)}
+    if deterministic:
+        estimator, plain = deterministic_trainer(args.method, base, common, art_kwargs, args.batch_size)
+        # The smoothed view only carries the model through the shared training loop; the checkpoint records no noise.
+        clf = STNClassifier.from_estimator(plain, scale=1.0, alpha=0.001, seed=args.seed, **layout)
+        trainer = ARTEstimatorTrainer(clf, estimator, seed=args.seed, metadata=metadata)
+    elif art_method:
         import art.estimators.certification.randomized_smoothing as art_rs
 
         estimator = getattr(art_rs, ART_TRAINERS[args.method][0])(*base, **common, **art_kwargs)
-        clf = STNClassifier.from_estimator(estimator, alpha=0.001, seed=args.seed)
+        clf = STNClassifier.from_estimator(estimator, alpha=0.001, seed=args.seed, **layout)
         trainer = ARTEstimatorTrainer(clf, estimator, seed=args.seed, metadata=metadata)
     else:
-        clf = STNClassifier(*base, noise=args.noise, seed=args.seed, **common)
+        clf = STNClassifier(*base, noise=args.noise, seed=args.seed, **common, **layout)
         if args.method == "consistency":
             m, eta = 2 if args.m is None else args.m, 0.5 if args.eta is None else args.eta
             trainer = ConsistencyTrainer(clf, lbd=args.lbd, m=m, eta=eta, seed=args.seed, metadata=metadata)
@@ -266,19 +276,21 @@ def train(args: argparse.Namespace) -> None:
         y_tr,
         nb_epochs=args.epochs,
         batch_size=args.batch_size,
-        validation_data=(x_te, y_te),
+        validation_data=validation,
         scheduler=scheduler,
         verbose=not args.quiet,
         checkpoint=out,
         resume_from=resume_from,
-        checkpoint_every=None if art_method else args.checkpoint_every,
+        checkpoint_every=None if art_method else (args.checkpoint_every or 200),
     )
     if history and is_main():
         last = history[-1]
         loss = "n/a (ART's fit reports none)" if np.isnan(last["loss"]) else f"{last['loss']:.4f}"
+        accuracy = f"held-out clean accuracy {100 * last['val_clean_acc']:.1f}%, " if "val_clean_acc" in last else ""
+        if "val_noisy_acc" in last:
+            accuracy += f"under noise {100 * last['val_noisy_acc']:.1f}%, "
         print(
-            f"epoch {last['epoch']} ({args.method}): loss {loss}, clean accuracy {100 * last['val_clean_acc']:.1f}%, "
-            f"under noise {100 * last['val_noisy_acc']:.1f}%, {last['seconds']:.1f} s; checkpoint {out}"
+            f"epoch {last['epoch']} ({args.method}): loss {loss}, {accuracy}{last['seconds']:.1f} s; checkpoint {out}"
         )
 
 
@@ -295,7 +307,7 @@ def certify(args: argparse.Namespace) -> None:
     ctx = init_from_env(args.device)
     if ctx.distributed and out.exists() and not (args.resume or args.overwrite):
         raise FileExistsError(f"{out} exists: pass --resume to continue it or --overwrite to replace it.")
-    overrides = {"seed": args.seed}
+    overrides = {"seed": args.seed, "channels_last": _channels_last(args)}
     if args.bound is not None:
         overrides["bound"] = args.bound
     if args.interval is not None:
@@ -304,6 +316,10 @@ def certify(args: argparse.Namespace) -> None:
     clf = STNClassifier.load(args.checkpoint, device_type=_device_type(args), checkpoint=ckpt, **overrides)
     x, y = _load(args)
     _check_shape(x, clf, args)
+    if args.stages == "radii":
+        args.stages = radius_stages(
+            args.n, args.alpha, args.radii, float(clf.scale), clf.noise, clf.bound, clf.interval, clf.nb_classes
+        )
     indices = np.arange(0, len(x), args.skip)[: args.max]
     target = out
     if ctx.distributed:  # rank r certifies the r-th, (r+K)-th, ... examples into its own shard file
@@ -362,29 +378,22 @@ def attack(args: argparse.Namespace) -> None:
     """
     out = Path(args.out)
     _check_writable(out)
-    overrides = {"seed": args.seed}
+    overrides = {"seed": args.seed, "channels_last": _channels_last(args)}
     if args.eot_samples is not None:
         overrides["eot_samples"] = args.eot_samples
     if args.sample_size is not None:
         overrides["sample_size"] = args.sample_size
     ckpt = _checkpoint_for_data(args, args.checkpoint)
-    clf = STNClassifier.load(args.checkpoint, device_type=_device_type(args), checkpoint=ckpt, **overrides)
+    if ckpt.get("deterministic"):  # a model without noise is attacked as the plain classifier
+        clf = plain_classifier(args.checkpoint, ckpt, _device_type(args))
+    else:
+        clf = STNClassifier.load(args.checkpoint, device_type=_device_type(args), checkpoint=ckpt, **overrides)
     source = None
     if args.attack == "transfer":
         if args.source_checkpoint is None:
             raise ValueError("--attack transfer needs --source-checkpoint (the model the attack is crafted on).")
-        from art.estimators.classification import PyTorchClassifier
-
         src_ckpt = _checkpoint_for_data(args, args.source_checkpoint)
-        src = STNClassifier.load(args.source_checkpoint, device_type=_device_type(args), checkpoint=src_ckpt)
-        source = PyTorchClassifier(
-            src.model,
-            torch.nn.CrossEntropyLoss(),
-            src.input_shape,
-            src.nb_classes,
-            clip_values=(0.0, 1.0),
-            device_type=_device_type(args),
-        )
+        source = plain_classifier(args.source_checkpoint, src_ckpt, _device_type(args))
     x, y = _load(args, max_images=args.max)
     x, y = x[: args.max], y[: args.max]
     _check_shape(x, clf, args)

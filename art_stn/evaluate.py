@@ -8,6 +8,7 @@ were first defined, so existing imports keep working.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,14 @@ from art_stn.metrics import (
     max_certifiable_radius,
     summary_table,
 )
-from art_stn.results import check_resume, model_settings, open_results, read_results, results_header
+from art_stn.results import (
+    check_resume,
+    model_settings,
+    open_results,
+    read_results,
+    results_header,
+    weights_sha256,
+)
 from art_stn.validation import check_int
 
 __all__ = [
@@ -44,6 +52,24 @@ __all__ = [
     "robust_accuracy_to_file",
     "summary_table",
 ]
+
+
+def _follow_recorded_layout(classifier: Any, path: str | Path | None, resume: bool) -> None:
+    """
+    A classifier whose memory format is measured (`channels_last=None`) continues a results file in the format the
+    file records, so that a resumed file has one format throughout (its header is compared on resume).
+
+    :param classifier: The classifier.
+    :param path: The results file that `resume` continues.
+    :param resume: Whether the run resumes.
+    """
+    if not resume or classifier.channels_last is not None or path is None:
+        return
+    path = Path(path)
+    if path.is_file() and path.stat().st_size:
+        recorded = read_results(path)[0].get("channels_last")
+        if isinstance(recorded, bool):
+            classifier.set_params(channels_last=recorded)
 
 
 def certify_to_file(
@@ -137,6 +163,7 @@ def certify_to_file(
         *(["samples", "certified_radius", "stage_n", "stage_alpha"] if sequential else []),
         "seconds",
     ]
+    _follow_recorded_layout(classifier, merged if merged is not None and Path(merged).is_file() else out, resume)
     settings = {
         "n": int(n),
         "n0": int(n0),
@@ -294,25 +321,40 @@ def robust_accuracy_to_file(
     if not eps or any(not np.isfinite(e) or e < 0 for e in eps):
         raise ValueError(f"`eps` must be a non-empty list of sizes >= 0; got {eps}.")
     columns = ["eps", "accuracy", "clean_accuracy", "examples", "mean_perturbation", "seconds"]
-    settings = {
-        "attack": attack,
-        "max_iter": int(max_iter),
-        "examples": len(x),
-        "eot_samples": classifier._eot(),
-        "noise": classifier.noise,
-        "scale": float(classifier.scale),
-        "sample_size": int(classifier.sample_size),
-        "seed": classifier.seed,
-        **model_settings(classifier),
-        **(meta or {}),
-    }
+    smoothed = hasattr(classifier, "smoothing_settings")  # else a deterministic model: a plain ART classifier
+    if attack == "autoattack" and not smoothed:
+        raise ValueError(
+            "autoattack here is the EoT form for smoothed classifiers: attack a deterministic model with pgd-l2, "
+            "pgd-linf, cw-l2 or boundary."
+        )
+    if smoothed:
+        _follow_recorded_layout(classifier, out, resume)
+        noise = {
+            "eot_samples": classifier._eot(),
+            "noise": classifier.noise,
+            "scale": float(classifier.scale),
+            "sample_size": int(classifier.sample_size),
+            "seed": classifier.seed,
+            **model_settings(classifier),
+        }
+    else:
+        noise = {"noise": "none", "model_sha256": weights_sha256(classifier.model)}
+    settings = {"attack": attack, "max_iter": int(max_iter), "examples": len(x), **noise, **(meta or {})}
     out = Path(out)
     done, handle = open_results(out, "attack", settings, columns, resume, overwrite)
 
     def correct(inputs: np.ndarray) -> np.ndarray:
-        # The evaluation's view: the smoothed prediction with abstention, an abstention counting as wrong.
+        # The evaluation's view: the smoothed prediction with abstention (an abstention counting as wrong), or the
+        # plain model's prediction.
+        if not smoothed:
+            return classifier.predict(inputs, batch_size=1024).argmax(1) == y
         prob = classifier.predict(inputs, batch_size=1024, is_abstain=True)
         return (prob.argmax(1) == y) & (prob.sum(1) > 0)
+
+    def as_attacked() -> Any:
+        # What the attacks see: the smoothed scores without abstention (an abstaining zero row would look like
+        # class 0 to them); a plain model as it is.
+        return classifier.without_abstention() if smoothed else contextlib.nullcontext()
 
     def generate(art_attack: Any, labels: bool = True) -> np.ndarray:
         # The attack over `x` in chunks of `batch_size` (the batches ART makes itself), advancing the bar per image.
@@ -339,7 +381,7 @@ def robust_accuracy_to_file(
             art_attack = CarliniL2Method(classifier, max_iter=max_iter, batch_size=batch_size, verbose=False)
         else:
             art_attack = BoundaryAttack(classifier, targeted=False, max_iter=max_iter, verbose=False)
-        with classifier.without_abstention():
+        with as_attacked():
             x_adv = generate(art_attack, labels=False)
         broken = ~correct(x_adv)
         size = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)
@@ -363,6 +405,11 @@ def robust_accuracy_to_file(
                 elif attack == "autoattack":
                     from art_stn.attacks import eot_autoattack
 
+                    if not smoothed:
+                        raise ValueError(
+                            "autoattack here is the EoT form for smoothed classifiers; attack a "
+                            "deterministic model with pgd-l2, pgd-linf, cw-l2 or boundary."
+                        )
                     art_attack = eot_autoattack(classifier, norm=2, eps=e, max_iter=max_iter, batch_size=batch_size)
                     x_adv = generate(art_attack)
                 else:
@@ -375,7 +422,7 @@ def robust_accuracy_to_file(
                         batch_size=batch_size,
                         verbose=False,
                     )
-                    with classifier.without_abstention():
+                    with as_attacked():
                         x_adv = generate(art_attack)
                 robust = clean_correct & correct(x_adv)
                 delta = (x_adv - x).reshape(len(x), -1)

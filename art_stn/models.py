@@ -15,6 +15,7 @@ from torch import nn
 __all__ = [
     "MODELS",
     "ModelSpec",
+    "OneOutput",
     "build_model",
     "cifar10_cnn",
     "cifar10_vgg",
@@ -93,6 +94,31 @@ def mnist_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     return _init_weights(model, "glorot_uniform")
 
 
+class OneOutput(nn.Module):
+    """
+    The layers of an `nn.Sequential`, run in order, in a module that is not an `nn.Sequential`: ART's model wrapper
+    then returns one output (the logits) instead of every layer's, which ART 1.20.1's TRADES trainer needs (it reads
+    the first output as the logits). The layers keep their names, so the state dict is the Sequential's.
+    """
+
+    def __init__(self, sequential: nn.Sequential) -> None:
+        """
+        :param sequential: The model; its layers are shared, not copied.
+        """
+        super().__init__()
+        for name, layer in sequential.named_children():
+            self.add_module(name, layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        :param x: Inputs.
+        :return: The last layer's output.
+        """
+        for layer in self.children():
+            x = layer(x)
+        return x
+
+
 def lenet(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     """
     LeNet as the certified-training literature trains it on MNIST (Cohen et al.'s and Jeong & Shin's code): Conv(20,
@@ -119,8 +145,8 @@ def lenet(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
 
 def mnist_small_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     """
-    A smaller MNIST CNN (art-stn's `mnist-cnn` before 0.2): two 3x3 conv layers of 64 filters, max-pooling, a
-    128-unit dense layer.
+    A smaller MNIST CNN (what art-stn's `mnist-cnn` named in its first versions): two 3x3 conv layers of 64 filters,
+    max-pooling, a 128-unit dense layer.
 
     :param num_classes: Number of classes.
     :param in_channels: Input channels.
@@ -174,8 +200,9 @@ def cifar10_cnn(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
 
 def cifar10_vgg(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """
-    A VGG-style CIFAR-10 CNN (art-stn's `cifar10-cnn` before 0.2): seven 3x3 conv layers (64, 64 | 128, 128 | 256,
-    256, 256 filters) with batch normalisation and max-pooling after each group, then a 256-unit dense layer.
+    A VGG-style CIFAR-10 CNN (what art-stn's `cifar10-cnn` named in its first versions): seven 3x3 conv layers (64,
+    64 | 128, 128 | 256, 256, 256 filters) with batch normalisation and max-pooling after each group, then a 256-unit
+    dense layer.
 
     :param num_classes: Number of classes.
     :param in_channels: Input channels.

@@ -73,6 +73,7 @@ class NoiseTrainer(Trainer):
         self.seed = int(seed)
         self.metadata = dict(metadata or {})
         self.history: list[dict[str, float]] = []
+        self._batch_size: int | None = None  # of the run in progress: stored in checkpoints, compared on resume
 
     @property
     def classifier(self) -> STNClassifier:
@@ -88,6 +89,12 @@ class NoiseTrainer(Trainer):
         :return: A dict of plain values (empty for the base class).
         """
         return {}
+
+    def _smoothing_record(self) -> dict[str, Any]:
+        """
+        :return: The `smoothing` entry of checkpoints: the classifier's smoothing settings.
+        """
+        return self.classifier.smoothing_settings()
 
     # ------------------------------------------------------------------------------------------------ pieces
     def _noisy(self, x: torch.Tensor, generator: torch.Generator, copies: int = 1) -> torch.Tensor:
@@ -171,24 +178,27 @@ class NoiseTrainer(Trainer):
         clf = self.classifier
         ckpt = {
             "model_state": unwrap(clf.model).state_dict(),
-            "smoothing": clf.smoothing_settings(),
+            "smoothing": self._smoothing_record(),
             "epoch": int(epoch),
             "method": self.method,
             **self.method_settings(),
             "seed": self.seed,
+            "batch_size": self._batch_size,
             "optimizer_state": clf.optimizer.state_dict(),
             "scheduler_state": None if scheduler is None else scheduler.state_dict(),
             "history": self.history,
             "metadata": self.metadata,
             "rng_state": rng_state(self.classifier.device),
             "partial": partial,
+            "channels_last": clf.uses_channels_last(),  # the memory format it trained in (a speed setting only)
         }
         return save_checkpoint(path, ckpt)
 
     def _resume(self, path: str | Path, scheduler: Any) -> int:
         """
         Restore model, optimizer, scheduler, history and the global random state from a checkpoint, after checking
-        that it was trained with the same noise, scale, method, method settings and seed.
+        that it was trained with the same noise, scale, method, method settings, seed and batch size, and that the
+        optimizer and scheduler have the stored ones' settings (a missing setting is a difference).
 
         :param path: The checkpoint.
         :param scheduler: Optional LR scheduler to restore.
@@ -197,14 +207,15 @@ class NoiseTrainer(Trainer):
         """
         clf = self.classifier
         ckpt = load_checkpoint(path)
+        record = self._smoothing_record()
         now = {
-            "noise": clf.noise,
-            "scale": float(clf.scale),
+            **{k: record[k] for k in ("noise", "scale") if k in record},
             "method": self.method,
             **self.method_settings(),
             "seed": self.seed,
+            "batch_size": self._batch_size,
         }
-        check_resume_settings(ckpt, now, path)
+        check_resume_settings(ckpt, now, path, clf.optimizer, scheduler)
         try:
             unwrap(clf.model).load_state_dict(ckpt["model_state"])
         except RuntimeError as err:
@@ -272,6 +283,7 @@ class NoiseTrainer(Trainer):
 
         if checkpoint_every is not None:
             checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1)
+        self._batch_size = check_int(batch_size, "batch_size", 1)
         return self._train(
             batches,
             -(-len(x_t) // batch_size),
@@ -340,6 +352,7 @@ class NoiseTrainer(Trainer):
 
         else:
             raise TypeError("`generator` must be a torch DataLoader (iterable of (x, y)) or an ART DataGenerator.")
+        self._batch_size = getattr(generator, "batch_size", None)
         return self._train(batches, steps, nb_epochs, validation_data, scheduler, verbose, checkpoint, resume_from)
 
     def _train(
@@ -380,6 +393,7 @@ class NoiseTrainer(Trainer):
         if partial is not None and partial["epoch"] != start_epoch:
             partial = None
         verbose = verbose and is_main()
+        clf.uses_channels_last()  # the memory format (measured unless set), before DDP wraps the model
         with self._distributed_model():
             for epoch in range(start_epoch, nb_epochs):
                 began, cpu_began = time.perf_counter(), time.process_time()

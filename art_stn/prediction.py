@@ -5,7 +5,7 @@ estimator's device through the framework-free core (:func:`art_stn.smoothing.sam
 :mod:`art_stn.certification`.
 
 Layer 4 (the ART face). The mixin reads the estimator's settings (`noise`, `scale`, `sample_size`, `alpha`,
-`bound`, `n0`, `seed`, `precision`, `channels_last`, `interval`) and ART's `_model`, `_device`,
+`bound`, `n0`, `seed`, `precision`, `channels_last`, `interval`, `uses_channels_last()`) and ART's `_model`, `_device`,
 `_apply_preprocessing`, `input_shape`, `nb_classes`.
 
 | Paper link: https://arxiv.org/abs/1809.03113
@@ -101,6 +101,8 @@ class SmoothedPredictionMixin:
         :return: The model's outputs, shape `(B, nb_classes)`.
         """
         x_pre, _ = self._apply_preprocessing(x, y=None, fit=False, no_grad=not torch.is_grad_enabled())
+        if x_pre.ndim == 4 and self.uses_channels_last():
+            x_pre = x_pre.contiguous(memory_format=torch.channels_last)
         out = self._model(x_pre)[-1]
         if out.ndim != 2 or out.shape[1] != self.nb_classes:
             raise ValueError(
@@ -133,7 +135,7 @@ class SmoothedPredictionMixin:
         :param soft: Accumulate the softmax probabilities instead of the argmax counts.
         :return: Counts of shape `(N, nb_classes)`, int64 (float64 sums of probabilities with `soft`).
         """
-        prepare_model(self._model, self.channels_last)
+        prepare_model(self._model, self.uses_channels_last())
         return sample_counts(
             self._logits,
             x,
@@ -148,7 +150,7 @@ class SmoothedPredictionMixin:
             device=self._device,
             generator=None if self.seed is not None else self._generator(),
             precision=self.precision,
-            channels_last=self.channels_last,
+            channels_last=self.uses_channels_last(),
             soft=soft,
             progress=progress,
         )
@@ -164,7 +166,7 @@ class SmoothedPredictionMixin:
             return check_int(batch_size, "batch_size", 1)
         if self._auto_batch is None:
             self._auto_batch = auto_batch_size(
-                self._logits, self._model, self.input_shape, self._device, self.precision, self.channels_last
+                self._logits, self._model, self.input_shape, self._device, self.precision, self.uses_channels_last()
             )
             logger.info("batch_size=None: using %d noisy copies per model call", self._auto_batch)
         return self._auto_batch
@@ -179,7 +181,7 @@ class SmoothedPredictionMixin:
         """
         return probe_batch_size(
             self._logits, self._model, self.input_shape, self._device, free, peak_memory, self.precision,
-            self.channels_last,
+            self.uses_channels_last(),
         )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------ prediction

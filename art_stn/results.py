@@ -102,7 +102,7 @@ def model_settings(classifier: Any) -> dict[str, Any]:
     return {
         "model_sha256": weights_sha256(classifier.model),
         "precision": classifier.precision,
-        "channels_last": classifier.channels_last,
+        "channels_last": classifier.uses_channels_last(),
         "preprocessing": preprocessing,
         "noise_streams": NOISE_STREAMS,
         "noise_generator": noise_generator(_model_device(classifier)),

@@ -35,6 +35,7 @@ __all__ = [
     "prepare_model",
     "probe_batch_size",
     "sample_counts",
+    "set_memory_format",
     "spans",
 ]
 
@@ -58,21 +59,38 @@ def spans(total: int, per: int) -> list[tuple[int, int]]:
     return [(s, min(s + per, total)) for s in range(0, total, per)]
 
 
-def prepare_model(model: torch.nn.Module, channels_last: bool = False) -> torch.nn.Module:
+def set_memory_format(model: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
     """
-    Put a model in eval mode for sampling and, with `channels_last`, its 4-D weights in the channels-last format
-    (`Module.to(memory_format=...)` would also try, and fail on, the 5-D weights of 3-D convolutions).
+    Put a model's 4-D parameters and buffers in the channels-last memory format, or back in the default one
+    (`Module.to(memory_format=...)` would also try, and fail on, the 5-D weights of 3-D convolutions). The tensors
+    stay the same objects, so an optimizer holding them is not disturbed.
 
     :param model: The model.
-    :param channels_last: Convert 4-D parameters and buffers to the channels-last memory format.
+    :param channels_last: True for channels-last, False for the default (contiguous) format.
+    :return: The model.
+    """
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.ndim == 4:
+            # The format's own strides: with one input channel both formats count as "contiguous", and
+            # `.contiguous(memory_format=...)` would keep strides that make the convolution run in the other format.
+            canonical = torch.empty_like(tensor.data, memory_format=layout)
+            if canonical.stride() != tensor.data.stride():
+                tensor.data = canonical.copy_(tensor.data)
+    return model
+
+
+def prepare_model(model: torch.nn.Module, channels_last: bool = False) -> torch.nn.Module:
+    """
+    Put a model in eval mode for sampling, its 4-D weights in the channels-last or the default memory format
+    (:func:`set_memory_format`).
+
+    :param model: The model.
+    :param channels_last: Channels-last (True) or the default format (False).
     :return: The model.
     """
     model.eval()
-    if channels_last:
-        for tensor in (*model.parameters(), *model.buffers()):
-            if tensor.ndim == 4:
-                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
-    return model
+    return set_memory_format(model, channels_last)
 
 
 def _model_device(model: Any, x: torch.Tensor) -> torch.device:

@@ -6,8 +6,16 @@ images per second (same model, same batch size, same process), side by side with
 Usage:
     python benchmarks/certify_throughput.py [--device cpu|cuda] [--models mnist-cnn,resnet18-cifar]
                                             [--n 2048] [--inputs 4] [--batch-size 256] [--quick]
+    python benchmarks/certify_throughput.py --formats [--threads 1] [--compile] [--models lenet]
 
 Prints one row per model: plain forward img/s, ours img/s, ratio (target >= 0.9), ART img/s, our speed-up.
+
+`--formats` instead compares memory formats, interleaved in one process so that load on the machine hits every
+variant alike: per model, the plain forward's img/s in the default (contiguous) format, in channels-last and (with
+`--compile`) under `torch.compile`, with each one's fraction of the sgemm roofline (2 x multiply-adds per image x
+img/s over the same thread's sgemm FLOP/s); `STNClassifier.certify`'s img/s with `channels_last` False, True and
+None (measured, the default), over the contiguous forward; and a training epoch's img/s (Gaussian augmentation,
+SGD with momentum, batch 256) in both formats, in CPU seconds.
 """
 
 from __future__ import annotations
@@ -149,6 +157,156 @@ def measure(
     return result
 
 
+def multiply_adds(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
+    """
+    Multiply-adds of one forward pass per image, counted over the convolutions and linear layers.
+
+    :param model: The model.
+    :param shape: One input's shape.
+    :return: The count.
+    """
+    total = 0
+
+    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += out[0].numel() * module.in_channels // module.groups * kh * kw
+        elif isinstance(module, torch.nn.Linear):
+            total += module.in_features * module.out_features
+
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
+    with torch.no_grad():
+        model.eval()(torch.zeros((1, *shape)))
+    for h in handles:
+        h.remove()
+    return total
+
+
+def sgemm_flops(size: int = 1024, repeats: int = 5) -> float:
+    """
+    :return: The fp32 matrix product's FLOP/s on this thread (best of `repeats` products of two size x size matrices).
+    """
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    return 2.0 * size**3 / _best_of(lambda: torch.mm(a, b), repeats)
+
+
+def formats(name: str, batch_size: int, n: int, inputs: int, rounds: int, compile_: bool, train_images: int) -> dict:
+    """
+    Memory formats (and compilation) compared for one model on the CPU, interleaved over `rounds`.
+
+    :return: img/s per variant: `fwd_*` (plain forward), `certify_*` (STNClassifier.certify, n0 = 100), `train_*`
+             (a Gaussian-augmentation epoch, CPU seconds), with the multiply-adds per image.
+    """
+    from art_stn.trainer import GaussianAugmentationTrainer
+
+    shape = MODELS[name].input_shape
+    torch.manual_seed(0)
+    base = build_model(name).eval()
+    batch = torch.rand((batch_size, *shape))
+    fwd: dict[str, tuple[torch.nn.Module, torch.Tensor]] = {"contiguous": (base, batch)}
+    cl = build_model(name).eval().to(memory_format=torch.channels_last)
+    cl.load_state_dict(base.state_dict())
+    fwd["channels_last"] = (cl, batch.contiguous(memory_format=torch.channels_last))
+    result: dict[str, float] = {"macs": float(multiply_adds(base, shape))}
+    if compile_:
+        for key, (model, x) in list(fwd.items()):
+            compiled = torch.compile(model)
+            start = time.perf_counter()
+            with torch.no_grad():
+                compiled(x)
+            result[f"compile_seconds_{key}"] = time.perf_counter() - start
+            fwd[f"compile+{key}"] = (compiled, x)
+    x = np.random.default_rng(0).uniform(0, 1, (inputs, *shape)).astype(np.float32)
+    clfs = {
+        str(layout): STNClassifier(
+            build_model(name), torch.nn.CrossEntropyLoss(), shape, 10, device_type="cpu", scale=0.5, seed=0,
+            channels_last=layout,
+        )
+        for layout in (False, True, None)
+    }  # fmt: skip
+    for clf in clfs.values():
+        clf.model.load_state_dict(base.state_dict())
+        clf.certify(x[:1], n=100, n0=10)  # warm-up (and the probe of the measured one)
+    result["auto_choice"] = float(clfs["None"].uses_channels_last())
+    rng = np.random.default_rng(1)
+    x_train = rng.uniform(0, 1, (train_images, *shape)).astype(np.float32)
+    y_train = rng.integers(0, 10, train_images)
+    best: dict[str, float] = {}
+
+    def keep(key: str, seconds: float) -> None:
+        best[key] = min(best.get(key, float("inf")), seconds)
+
+    for _ in range(rounds):
+        for key, (model, xb) in fwd.items():
+            with torch.no_grad():
+                keep(f"fwd_{key}", _best_of(lambda m=model, b=xb: m(b).argmax(1), 3) / batch_size)
+        for key, clf in clfs.items():
+            start = time.perf_counter()
+            clf.certify(x, n=n, n0=100)
+            keep(f"certify_{key}", (time.perf_counter() - start) / (inputs * (n + 100)))
+        for layout in (False, True):
+            torch.manual_seed(0)
+            model = build_model(name)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+            clf = STNClassifier(
+                model, torch.nn.CrossEntropyLoss(), shape, 10, optimizer=opt, device_type="cpu", scale=0.5, seed=0,
+                channels_last=layout, clip_values=(0.0, 1.0),
+            )  # fmt: skip
+            start = time.process_time()
+            GaussianAugmentationTrainer(clf).fit(x_train, y_train, nb_epochs=1, batch_size=256, verbose=False)
+            keep(f"train_{layout}", (time.process_time() - start) / train_images)
+    result.update({key: 1.0 / seconds for key, seconds in best.items()})
+    return result
+
+
+def print_formats(args: argparse.Namespace) -> None:
+    """
+    Run `--formats` and print its tables (Markdown).
+
+    :param args: Parsed arguments.
+    """
+    torch.set_num_threads(args.threads)
+    from art_stn.speed import machine_name
+
+    flops = sgemm_flops()
+    print(
+        f"CPU: {machine_name(torch.device('cpu'))}; {torch.get_num_threads()} thread(s); torch {torch.__version__}; "
+        f"fp32; sgemm {flops / 1e9:.1f} GFLOP/s; batch {args.batch_size}; certify n = {args.n}, n0 = 100, "
+        f"{args.inputs} inputs; {args.rounds} interleaved rounds\n"
+    )
+    rows = [(name, formats(name, args.batch_size, args.n, args.inputs, args.rounds, args.compile, args.train_images))
+            for name in args.models.split(",")]  # fmt: skip
+    print("| model | variant | forward img/s | vs default | roofline |")
+    print("|---|---|---:|---:|---:|")
+    for name, r in rows:
+        for key in [k for k in r if k.startswith("fwd_")]:
+            speed = r[key]
+            roof = 2.0 * r["macs"] * speed / flops
+            print(f"| {name} | {key[4:]} | {speed:,.0f} | {speed / r['fwd_contiguous']:.2f}x | {roof:.0%} |")
+    print("\n| model | certify, channels_last | img/s | vs contiguous forward | vs contiguous certify |")
+    print("|---|---|---:|---:|---:|")
+    for name, r in rows:
+        for layout, label in (("False", "False"), ("True", "True"), ("None", f"None (chose {bool(r['auto_choice'])})")):
+            speed = r[f"certify_{layout}"]
+            print(
+                f"| {name} | {label} | {speed:,.0f} | {speed / r['fwd_contiguous']:.2f}x | "
+                f"{speed / r['certify_False']:.2f}x |"
+            )
+    print("\n| model | training epoch (Gaussian augmentation) | img/s (CPU time) | vs default |")
+    print("|---|---|---:|---:|")
+    for name, r in rows:
+        for layout, label in (("False", "default"), ("True", "channels-last")):
+            print(
+                f"| {name} | {label} | {r[f'train_{layout}']:,.0f} | {r[f'train_{layout}'] / r['train_False']:.2f}x |"
+            )
+    for name, r in rows:
+        for key in [k for k in r if k.startswith("compile_seconds_")]:
+            print(f"\n{name}: torch.compile's first call ({key[16:]}) took {r[key]:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> None:
     """
     Run the benchmark and print the table.
@@ -170,7 +328,16 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also predict and EoT-gradient throughput, bf16 ratios and the STN training-step ratio",
     )
+    parser.add_argument("--formats", action="store_true", help="compare memory formats (and --compile) instead")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for --formats")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds for --formats")
+    parser.add_argument("--train-images", type=int, default=2048, help="images of the training epoch for --formats")
+    parser.add_argument("--compile", action="store_true", help="with --formats: also torch.compile (slow to start)")
     args = parser.parse_args(argv)
+    if args.formats:
+        if args.quick:
+            args.n, args.inputs, args.rounds, args.train_images = 200, 1, 1, 256
+        return print_formats(args)
     if args.quick:
         args.n, args.n0, args.inputs, args.batch_size, args.repeats = 64, 8, 2, 32, 1
     device = torch.device(args.device)

@@ -3,7 +3,7 @@
 # the 7-conv CIFAR-10 CNN trained with STN at sigma = 100/255, certified on every 20th test image.
 #
 # Usage: bash examples/paper_cifar10.sh DATA_DIR [OUT_DIR]   (DATA_DIR holds cifar-10-batches-py).
-# Run times on one GPU: not measured yet.
+# Run times: this page publishes none for this script, which is meant for a GPU.
 set -euo pipefail
 DATA=${1:?usage: paper_cifar10.sh DATA_DIR [OUT_DIR]}
 OUT=${2:-paper-cifar10}

@@ -279,7 +279,8 @@ def test_train_command_every_method_on_real_mnist_then_certify(tmp_path, method,
     assert code == 0, err[-2000:]
     assert out.startswith(f"epoch 1 ({method}):")
     saved = torch.load(ckpt, weights_only=True)
-    assert saved["method"] == method and saved["metadata"] == {"model": "lenet", "dataset": "mnist"}
+    assert saved["method"] == method
+    assert saved["metadata"] == {"model": "lenet", "dataset": "mnist", "train_images": 270, "val_images": 30}
     assert saved["history"][0]["cpu_seconds"] > 0
     tsv = tmp_path / f"{method}.tsv"
     code, out, err = run_cli(
@@ -310,3 +311,45 @@ def test_train_command_refuses_bad_method_arguments(tmp_path, capsys, monkeypatc
     monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun
     code, _, err = run_cli(capsys, *base, "--method", "smoothmix")
     assert code == 2 and "no DDP" in err and not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("method", ["standard", "trades", "madry"])
+def test_deterministic_models_train_attack_and_are_refused_by_certify(tmp_path, method, capsys):
+    """Standard training, TRADES and Madry through ART's own fit on 300 real MNIST images: the checkpoint records a
+    deterministic model, `art-stn attack` evaluates it as the plain classifier, `art-stn certify` refuses it in one
+    line."""
+    from art_stn.data import mnist_cache_path
+
+    if not mnist_cache_path().is_file():
+        pytest.fail(f"the real MNIST cache {mnist_cache_path()} is missing: run `art-stn data mnist` (README set-up).")
+    ckpt = tmp_path / f"{method}.pt"
+    extra = [] if method == "standard" else ["--art-args", "max_iter=3,eps_step=0.1"]
+    code, out, err = run_cli(
+        capsys, "train", "--dataset", "mnist", "--model", "lenet", "--method", method, "--epochs", "1",
+        "--max-train", "300", "--batch-size", "100", "--optimizer", "sgd", "--lr", "0.01", "--out", ckpt, "--quiet",
+        *extra,
+    )  # fmt: skip
+    assert code == 0, err[-2000:]
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["deterministic"] is True and saved["method"] == method and saved["smoothing"]["noise"] == "none"
+    if method != "standard":
+        assert saved["eps"] == 0.3 and saved["max_iter"] == 3 and saved["norm"] == "inf"
+    assert saved.get("beta") == (6.0 if method == "trades" else None)
+    tsv = tmp_path / f"{method}-pgd.tsv"
+    code, out, err = run_cli(
+        capsys, "attack", "--checkpoint", ckpt, "--attack", "pgd-linf", "--eps", "0,0.1", "--max", "20",
+        "--max-iter", "3", "--out", tsv, "--quiet",
+    )  # fmt: skip
+    assert code == 0, err[-2000:]
+    lines = [line for line in tsv.read_text().splitlines() if line[:1].isdigit()]
+    assert len(lines) == 2 and '"noise": "none"' in tsv.read_text().splitlines()[0]
+    code, out, err = run_cli(
+        capsys, "certify", "--checkpoint", ckpt, "--n", "20", "--n0", "5", "--max", "2", "--out", tmp_path / "c.tsv"
+    )  # fmt: skip
+    assert code == 2 and "deterministic model" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    for bad in (["--scale", "0.5"], ["--noise", "laplace"]):
+        code, _, err = run_cli(
+            capsys, "train", "--dataset", "digits", "--method", method, "--out", tmp_path / "x.pt", "--quiet", *bad
+        )  # fmt: skip
+        assert code == 2 and "deterministic" in err

@@ -40,25 +40,21 @@ def data_lines(path: Path) -> list[str]:
     return path.read_text().splitlines()[2:]
 
 
-def test_train_resume_continues_to_more_epochs(checkpoint, tmp_path):
+def test_train_resume_continues_to_more_epochs(checkpoint, tmp_path, capsys):
+    # The fixture's cosine schedule spans its 4 epochs: a 5-epoch total would bend it, so the resume is refused.
     copy = tmp_path / "c.pt"
     shutil.copy(checkpoint, copy)
+    args = ["train", "--dataset", "digits", "--sigma", "0.5", "--gamma", "1", "--out", copy, "--resume", "--quiet"]
+    code, err = call(capsys, *args, "--epochs", "5")
+    assert code == 2 and "T_max" in err and "--epochs" in err and len(err.strip().splitlines()) == 1
+    # A step schedule does not depend on the total: a 1-epoch run continues to 2.
+    step = ["--lr-schedule", "step", "--lr-step", "1", "--max-train", "300", "--val-size", "30"]
+    first = tmp_path / "s.pt"
+    run("train", "--dataset", "digits", "--epochs", "1", "--sigma", "0.5", "--out", first, "--quiet", *step)
     out = run(
-        "train",
-        "--dataset",
-        "digits",
-        "--epochs",
-        "5",
-        "--sigma",
-        "0.5",
-        "--gamma",
-        "1",
-        "--out",
-        copy,
-        "--resume",
-        "--quiet",
+        "train", "--dataset", "digits", "--epochs", "2", "--sigma", "0.5", "--out", first, "--resume", "--quiet", *step
     )
-    assert out.stdout.startswith("epoch 5 (stn):")
+    assert out.stdout.startswith("epoch 2 (stn):")
 
 
 def test_certify_attack_plot_on_digits(checkpoint, tmp_path):

@@ -139,8 +139,14 @@ def test_docstring_lists_render_as_lists(module):
     assert not bad, f"{module.name}: {bad}"
 
 
-#: The project's own process, which a reader of the published pages has no use for.
+#: The project's own process, which a reader of the published pages has no use for: its issues and sessions, and how
+#: a page got to what it says (targets and goals, earlier tables, review history, work not done yet).
 PROCESS = re.compile(r"\bissues? #?\d+|DESIGN\.md|\bsessions?\b", re.IGNORECASE)
+HISTORY = re.compile(
+    r"the issue's|\bthe target was\b|\bgoal is not met\b|\bnot measured yet\b|\bthe earlier table\b|"
+    r"\bsoundness review\b|\bclose review\b|failed before its fix|stays as it is, documented|\bis not made yet\b",
+    re.IGNORECASE,
+)
 
 
 @pytest.mark.parametrize(
@@ -149,7 +155,12 @@ PROCESS = re.compile(r"\bissues? #?\d+|DESIGN\.md|\bsessions?\b", re.IGNORECASE)
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_public_text_speaks_of_the_software(path):
-    hits = [line.strip()[:100] for line in path.read_text().splitlines() if PROCESS.search(line)]
+    history = path.name != "changelog.md"  # the changelog is where a page's history goes
+    hits = [
+        line.strip()[:100]
+        for line in path.read_text().splitlines()
+        if PROCESS.search(line) or (history and HISTORY.search(line))
+    ]
     assert not hits, f"{path.name} speaks of the project's process: {hits}"
 
 

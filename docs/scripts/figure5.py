@@ -29,7 +29,7 @@ def make_figure(out: Path) -> Path:
     p1 = np.linspace(0.5, 0.999, 300)
     ax = axes[0]
     for name, fn, style in (
-        ("Renyi (ours)", renyi_l2_radius, "-"),
+        ("Renyi (Li et al.)", renyi_l2_radius, "-"),
         ("PixelDP", pixeldp_l2_radius, "--"),
         ("Cohen et al.", cohen_l2_radius, ":"),
     ):
