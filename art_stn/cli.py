@@ -5,7 +5,11 @@ The `art-stn` command line. It only parses arguments and calls the library.
 from __future__ import annotations
 
 import argparse
+import functools
+import math
+import os
 import sys
+import warnings
 
 from art_stn import __version__
 
@@ -416,7 +420,22 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # `torchrun ... -m art_stn -- certify ...`
         argv = argv[1:]
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        from_checkpoint = {"--scale", "--sigma", "--noise", "--gamma", "--method"} & {u.split("=")[0] for u in unknown}
+        if args.command in ("certify", "attack") and from_checkpoint:
+            parser.exit(
+                2,
+                f"art-stn {args.command}: error: {' '.join(sorted(from_checkpoint))} is not an option of "
+                f"{args.command}: it takes the noise, scale and model from --checkpoint (set them with `art-stn "
+                "train`).\n",
+            )
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    warnings.showwarning = functools.partial(_plain_warning, args.command)
+    try:
+        _early_checks(args)
+    except (ValueError, OSError) as err:
+        parser.exit(2, f"art-stn {args.command}: error: {err}\n")
     from art_stn import commands
 
     handlers = {
@@ -447,7 +466,55 @@ def main(argv: list[str] | None = None) -> int:
         handlers[args.command](args)
     except (ValueError, TypeError, OSError, ImportError) as err:
         parser.exit(2, f"art-stn {args.command}: error: {err}\n")
+    except KeyboardInterrupt:
+        again = " ".join(["art-stn", *argv] + ([] if "--resume" in argv else ["--resume"]))
+        resumable = args.command in ("train", "certify", "attack")
+        tail = f" what was written is kept: continue with `{again}`" if resumable else ""
+        parser.exit(130, f"art-stn {args.command}: interrupted;{tail}\n")
     return 0
+
+
+def _plain_warning(command: str, message: Warning | str, *args: object, **kwargs: object) -> None:
+    """
+    A warning for a command-line user: one plain line on stderr, without the source path and code line that
+    Python's default shows.
+
+    :param command: The sub-command.
+    :param message: The warning.
+    :param args: `warnings.showwarning`'s other arguments (category, file name, line number, ...), unused.
+    :param kwargs: Unused.
+    """
+    print(f"art-stn {command}: warning: {message}", file=sys.stderr)
+
+
+def _early_checks(args: argparse.Namespace) -> None:
+    """
+    The checks that need no model, made before torch is imported so that a typo answers at once: the checkpoint
+    files exist, and the counts and sizes are in range (the same messages as the library's own checks).
+
+    :param args: Parsed arguments.
+    :raises FileNotFoundError: for a missing checkpoint.
+    :raises ValueError: for a value out of range, naming it.
+    """
+    for name in ("checkpoint", "source_checkpoint"):
+        path = getattr(args, name, None)
+        if args.command in ("certify", "attack") and path is not None and not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+    ranges = {
+        "certify": {"n": 1, "n0": 0, "skip": 1, "max": 1, "batch_size": 1},
+        "attack": {"max": 1, "max_iter": 1, "eot_samples": 1, "sample_size": 1},
+        "train": {"epochs": 1, "batch_size": 1, "max_train": 1, "val_size": 0},
+    }.get(args.command, {})
+    for name, lowest in ranges.items():
+        value = getattr(args, name, None)
+        if value is not None and value < lowest:
+            raise ValueError(f"`{name}` must be >= {lowest}; got {value}.")
+    alpha = getattr(args, "alpha", None)
+    if args.command == "certify" and alpha is not None and not 0.0 < alpha < 1.0:
+        raise ValueError(f"`alpha` must be in (0, 1); got {alpha}.")
+    scale = getattr(args, "scale", None)
+    if args.command in ("train", "demo") and scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"`scale` must be finite and > 0; got {scale}.")
 
 
 if __name__ == "__main__":  # pragma: no cover

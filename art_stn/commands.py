@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -271,6 +272,9 @@ def train(args: argparse.Namespace) -> None:
                 detach_target=args.detach_target,
             )
     resume_from = out if args.resume and out.exists() else None
+    if resume_from is not None and is_main():
+        done = int(load_checkpoint(out)["epoch"]) + 1
+        print(f"art-stn train: resuming {out} after epoch {done} of {args.epochs}", file=sys.stderr)
     history = trainer.fit(
         x_tr,
         y_tr,
@@ -325,6 +329,9 @@ def certify(args: argparse.Namespace) -> None:
     if ctx.distributed:  # rank r certifies the r-th, (r+K)-th, ... examples into its own shard file
         indices, target = shard_indices(indices, ctx), shard_path(out, ctx.rank, ctx.world_size)
     meta = {"checkpoint": Path(args.checkpoint).name, "dataset": args.dataset, "skip": args.skip}
+    if args.resume and out.is_file() and out.stat().st_size and is_main():
+        rows = sum(1 for line in out.read_text().splitlines() if line[:1].isdigit())
+        print(f"art-stn certify: resuming {out}: {rows} of {len(indices)} examples already certified", file=sys.stderr)
     certify_to_file(
         clf,
         x[indices],

@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sison-glaz-repeats", type=int, default=0, help="extra Sison-Glaz rows (0: none)")
     args = parser.parse_args()
-    print("| interval | setting (n = 200, n0 = 20) | certifications | violations | rate | alpha | tolerance | result |")
+    print("| interval | setting | certifications | violations | rate | alpha | allowed | result |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for interval in ("clopper-pearson", "goodman"):
         for setting, p in COVERAGE_SETTINGS.items():
