@@ -451,6 +451,12 @@ def test_long_certification_says_so_early():
 
     note = long_run_note(28.0, 449, 100_000)  # Cohen's n on a 2-core CPU: about 28 s per digit
     assert note.startswith("certify: about 3.5 h at the current rate") and "449" in note
+    assert "--n 10,000 about 21 min" in note and "--sequential --radii" in note  # the flags that take less
+    many = long_run_note(17.8, 10_000, 100_000, rate="a first measurement")  # all MNIST test images
+    assert (
+        many.startswith("certify: about 49.4 h at a first measurement")
+        and "--max 500 (or --skip 20) about 2.5 h" in many
+    )
     assert long_run_note(0.5, 450, 1000) is None
 
 
