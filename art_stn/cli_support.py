@@ -87,7 +87,7 @@ def early_checks(args: argparse.Namespace) -> None:
     for name, lowest in ranges.items():
         value = getattr(args, name, None)
         if value is not None and value < lowest:
-            raise ValueError(f"`{name}` must be >= {lowest}; got {value}.")
+            raise ValueError(f"--{name.replace('_', '-')} (`{name}`) must be >= {lowest}; got {value}.")
     alpha = getattr(args, "alpha", None)
     if args.command == "certify" and alpha is not None and not 0.0 < alpha < 1.0:
         raise ValueError(f"`alpha` must be in (0, 1); got {alpha}.")

@@ -19,11 +19,11 @@ ROOT_FILE = "README.md"  # an existing file that is no checkpoint: the early che
     ("args", "needle"),
     [
         (["certify", "--checkpoint", "missing.pt", "--out", "x.tsv"], "checkpoint not found"),
-        (["certify", "--checkpoint", ROOT_FILE, "--n", "0", "--out", "x.tsv"], "`n` must be >= 1"),
+        (["certify", "--checkpoint", ROOT_FILE, "--n", "0", "--out", "x.tsv"], "--n (`n`) must be >= 1"),
         (["certify", "--checkpoint", ROOT_FILE, "--alpha", "2", "--out", "x.tsv"], "`alpha` must be in (0, 1)"),
         (["attack", "--checkpoint", "missing.pt", "--out", "x.tsv"], "checkpoint not found"),
         (["train", "--scale", "-1", "--out", "x.pt"], "`scale` must be finite and > 0"),
-        (["train", "--max-train", "-5", "--out", "x.pt"], "`max_train` must be >= 1"),
+        (["train", "--max-train", "-5", "--out", "x.pt"], "--max-train (`max_train`) must be >= 1"),
     ],
 )
 def test_errors_that_need_no_model_answer_before_torch_is_imported(args, needle):

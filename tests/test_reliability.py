@@ -162,6 +162,7 @@ def test_unwritable_output_fails_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Path, "write_bytes", disk_full)
     code, err = call(capsys, "train", "--dataset", "digits", "--out", tmp_path / "ckpt.pt")
     assert code == 2 and "No space left on device" in err
+    (tmp_path / "whatever.pt").write_bytes(b"")  # exists: the missing-checkpoint check, made first, passes
     code, err = call(capsys, "certify", "--checkpoint", tmp_path / "whatever.pt", "--out", tmp_path / "r.tsv")
     assert code == 2 and "No space left on device" in err
     assert not (tmp_path / "r.tsv").exists()
