@@ -66,11 +66,7 @@ def _model_of(estimator: Any) -> Any:
     :param estimator: An ART estimator, or an ART trainer (whose `classifier` holds the model).
     :return: The PyTorch model it trains.
     """
-    return (
-        estimator.classifier.model
-        if type(estimator).__name__ in DETERMINISTIC_METHODS and hasattr(estimator, "get_classifier")
-        else estimator.model
-    )
+    return estimator.get_classifier().model if hasattr(estimator, "get_classifier") else estimator.model
 
 
 def _setting(estimator: Any, name: str) -> Any:
@@ -259,7 +255,7 @@ ART_TRAINERS: dict[str, tuple[str, dict[str, float | int | None]]] = {
     "madry": ("AdversarialTrainerMadryPGD", {"eps": 0.3, "eps_step": 0.01, "max_iter": 40, "num_random_init": 1}),
 }
 #: The methods of :data:`ART_TRAINERS` that train a deterministic model (no noise).
-DETERMINISTIC = ("standard", "trades", "madry")
+DETERMINISTIC = tuple(method for method, _ in DETERMINISTIC_METHODS.values())
 
 
 #: What each `--art-args` setting must be: (integer, lowest value, lowest excluded). ART checks none of them: a zero
