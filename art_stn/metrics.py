@@ -23,6 +23,7 @@ __all__ = [
     "certified_accuracy_difference",
     "format_table",
     "max_certifiable_radius",
+    "paired_difference",
     "summary_table",
 ]
 
@@ -108,16 +109,37 @@ def certified_accuracy_difference(
     :param confidence: Two-sided confidence level, in (0, 1).
     :return: `(difference, lower, upper)`, one entry per radius (fractions).
     """
+    pa, ra, labels = _check(*a, labels)
+    pb, rb, _ = _check(*b, labels)
+    r = np.asarray(radii, dtype=np.float64)[:, None]
+    return paired_difference((pa == labels) & (ra >= r), (pb == labels) & (rb >= r), confidence)
+
+
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Difference of two accuracies measured on the same examples, with a paired confidence interval: per example
+    `d_i = a_i - b_i` in {-1, 0, 1}, the difference `mean(d)` and the paired Wald interval
+    `mean(d) +- z * sd(d) / sqrt(N)` (the examples are the sample), clipped to [-1, 1].
+
+    :param a: Whether each example is correct for the first classifier, shape `(..., N)` (e.g. one row per radius
+           or attack size).
+    :param b: The same for the second, on the same examples in the same order.
+    :param confidence: Two-sided confidence level, in (0, 1).
+    :return: `(difference, lower, upper)`, one entry per row (fractions).
+    :raises ValueError: when the shapes differ or `confidence` is outside (0, 1).
+    """
     from scipy.stats import norm
 
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"`confidence` must lie in (0, 1); got {confidence!r}.")
-    pa, ra, labels = _check(*a, labels)
-    pb, rb, _ = _check(*b, labels)
-    r = np.asarray(radii, dtype=np.float64)[:, None]
-    d = ((pa == labels) & (ra >= r)).astype(np.float64) - ((pb == labels) & (rb >= r)).astype(np.float64)
-    mean = d.mean(axis=1)
-    half = norm.ppf(0.5 + confidence / 2) * d.std(axis=1, ddof=1) / np.sqrt(max(d.shape[1], 1))
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim == 0 or a.shape[-1] < 2:
+        raise ValueError(f"`a` and `b` must have one shape with at least 2 examples; got {a.shape} and {b.shape}.")
+    d = a - b
+    mean = d.mean(axis=-1)
+    half = norm.ppf(0.5 + confidence / 2) * d.std(axis=-1, ddof=1) / np.sqrt(d.shape[-1])
     # A difference of two accuracies lies in [-1, 1]; the Wald interval of a few examples can reach past it.
     return mean, np.clip(mean - half, -1.0, 1.0), np.clip(mean + half, -1.0, 1.0)
 

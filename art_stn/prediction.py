@@ -243,7 +243,7 @@ class SmoothedPredictionMixin:
         ART's decision-based attacks (BoundaryAttack, HopSkipJump) and the success checks of the others take the
         argmax of `predict`: an abstaining zero row would look like class 0 to them, adversarial for every other
         class and never for class 0. Run attacks inside this context and count abstentions as errors afterwards
-        with `predict(..., is_abstain=True)`, as :func:`art_stn.evaluate.robust_accuracy_to_file` does.
+        with `predict(..., is_abstain=True)`, as :func:`art_stn.robustness.robust_accuracy_to_file` does.
 
         :return: A context manager yielding the classifier.
         """

@@ -24,11 +24,13 @@ import torch
 from art_stn.noise import noise_generator
 
 __all__ = [
+    "attack_summary",
     "LEGACY_DEFAULTS",
     "NOISE_STREAMS",
     "RESULTS_MAGIC",
     "check_resume",
     "complete_lines",
+    "follow_recorded_layout",
     "merge_results",
     "model_settings",
     "open_results",
@@ -343,3 +345,59 @@ def merge_results(
         for s in shards:
             s.unlink()
     return out
+
+
+def follow_recorded_layout(classifier: Any, path: str | Path | None, resume: bool) -> None:
+    """
+    A classifier whose memory format is measured (`channels_last=None`) continues a results file in the format the
+    file records, so that a resumed file has one format throughout (its header is compared on resume).
+
+    :param classifier: The classifier.
+    :param path: The results file that `resume` continues.
+    :param resume: Whether the run resumes.
+    """
+    if not resume or classifier.channels_last is not None or path is None:
+        return
+    path = Path(path)
+    if path.is_file() and path.stat().st_size:
+        recorded = read_results(path)[0].get("channels_last")
+        if isinstance(recorded, bool):
+            classifier.set_params(channels_last=recorded)
+
+
+def attack_summary(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """
+    Robust accuracy by attack size from the lines of an attack results file (one per image and size): per size,
+    the fraction of its images that are robust (`accuracy`), the clean accuracy of the same images, their number,
+    and the mean L2 and L-infinity norms of the perturbations. A file of an older art-stn, one line per size, is
+    returned as it is.
+
+    :param table: The columns of an attack results file (:func:`read_results`).
+    :return: Columns `eps`, `accuracy`, `clean_accuracy`, `examples` (and `mean_l2`, `mean_linf` for per-image
+             files, `mean_perturbation` for older ones), one entry per size in increasing order.
+    :raises ValueError: when the table is neither form, or an attacked image lacks its size-0 (clean) line.
+    """
+    if "accuracy" in table:  # one line per size
+        return dict(table)
+    if not {"idx", "eps", "correct", "l2", "linf"} <= set(table):
+        raise ValueError(f"not attack results: columns {list(table)}.")
+    clean = {int(i): bool(c) for i, e, c in zip(table["idx"], table["eps"], table["correct"], strict=True) if e == 0}
+    out: dict[str, list[float]] = {
+        k: [] for k in ("eps", "accuracy", "clean_accuracy", "examples", "mean_l2", "mean_linf")
+    }
+    for e in np.unique(table["eps"]):
+        rows = table["eps"] == e
+        images = table["idx"][rows].astype(int)
+        missing = [i for i in images if i not in clean]
+        if missing:
+            raise ValueError(f"images {missing[:5]} have attack lines but no size-0 (clean) line.")
+        for key, value in (
+            ("eps", e),
+            ("accuracy", table["correct"][rows].mean()),
+            ("clean_accuracy", np.mean([clean[i] for i in images])),
+            ("examples", rows.sum()),
+            ("mean_l2", table["l2"][rows].mean()),
+            ("mean_linf", table["linf"][rows].mean()),
+        ):
+            out[key].append(float(value))
+    return {k: np.array(v) for k, v in out.items()}

@@ -36,9 +36,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -224,12 +225,12 @@ def finish(ckpt: Path) -> None:
 
 
 @contextlib.contextmanager
-def claim(job: Job) -> Iterator[bool]:
+def claim(job: Any) -> Iterator[bool]:
     """
-    Hold a job while this stream runs it: an exclusive lock on `<run>.lock`, which the system releases when the
-    process ends, however it ends, so a killed stream never leaves a job claimed.
+    Hold a job while this stream runs it: an exclusive lock on `<run>.lock` in the job's folder, which the system
+    releases when the process ends, however it ends, so a killed stream never leaves a job claimed.
 
-    :param job: The job.
+    :param job: The job (anything with a `folder` and a `name`).
     :return: Whether this stream holds the job (False: another stream runs it).
     """
     job.folder.mkdir(parents=True, exist_ok=True)
@@ -245,7 +246,9 @@ def claim(job: Job) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def stream(index: int, out: Path) -> None:
+def stream(
+    index: int, out: Path, queue: Callable[[], list] | None = None, runner: Callable[[Any, Path], None] | None = None
+) -> None:
     """
     Take jobs from the shared queue until every job is done: the first job, in `jobs()` order, that no other stream
     holds; train it (resumed) then certify it (resumed). A job another stream finished is checked by running it
@@ -253,11 +256,14 @@ def stream(index: int, out: Path) -> None:
 
     :param index: This stream (names its log).
     :param out: The results folder.
+    :param queue: The jobs, in order (default :func:`jobs`; another benchmark passes its own).
+    :param runner: Runs one job, raising :class:`Waiting` while it cannot start (default :func:`run_job`).
     """
     out.mkdir(parents=True, exist_ok=True)
     log = out / f"run-stream{index}.log"
     torch.set_num_threads(1)
-    pending = jobs()
+    pending = (queue or jobs)()
+    runner = runner or run_job
     while pending:
         ran = False
         for job in list(pending):
@@ -265,7 +271,7 @@ def stream(index: int, out: Path) -> None:
                 if not mine:
                     continue
                 try:
-                    run_job(job, log)
+                    runner(job, log)
                 except subprocess.CalledProcessError as err:  # e.g. the working tree was mid-edit: retry later
                     with log.open("a") as fh:
                         fh.write(f"[{time.strftime('%FT%TZ', time.gmtime())}] failed ({err}); retrying in 60 s\n")
@@ -302,7 +308,6 @@ def summarize(out: Path) -> None:
 
     :param out: The results folder.
     """
-    import json
 
     from art_stn import STNClassifier
     from art_stn.data import load_dataset
@@ -321,15 +326,30 @@ def summarize(out: Path) -> None:
         clf.model.eval()
         with torch.no_grad():
             pred = torch.cat([clf.model(torch.from_numpy(x[i : i + 2000])).argmax(1) for i in range(0, len(x), 2000)])
-        skip = {"model_state", "optimizer_state", "scheduler_state", "rng_state", "partial", "history", "smoothing"}
-        record = {k: v for k, v in ckpt.items() if k not in skip}
-        record |= {"scale": ckpt["smoothing"]["scale"], "noise": ckpt["smoothing"]["noise"]}
-        history = [{k: None if v != v else v for k, v in h.items()} for h in ckpt["history"]]  # NaN: valid JSON null
-        record |= {"epochs": int(ckpt["epoch"]) + 1, "history": history}
-        record["clean_accuracy"] = float((pred.numpy() == y).mean())
-        target = path.with_suffix(".train.json")
-        target.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {target}")
+        write_record(path, ckpt, float((pred.numpy() == y).mean()))
+
+
+def write_record(path: Path, ckpt: dict, clean_accuracy: float) -> None:
+    """
+    Write `<run>.train.json` beside a checkpoint: its settings (no weights or resume state), per-epoch history and
+    the base model's clean accuracy.
+
+    :param path: The checkpoint file.
+    :param ckpt: Its content.
+    :param clean_accuracy: The base model's accuracy on the 10,000 test images.
+    """
+    import json
+
+    skip = {"model_state", "optimizer_state", "scheduler_state", "rng_state", "partial", "history", "smoothing"}
+    record = {k: v for k, v in ckpt.items() if k not in skip}
+    record |= {"scale": ckpt["smoothing"].get("scale"), "noise": ckpt["smoothing"]["noise"]}
+    if ckpt.get("deterministic"):
+        record["scale"] = None
+    history = [{k: None if v != v else v for k, v in h.items()} for h in ckpt["history"]]  # NaN: valid JSON null
+    record |= {"epochs": int(ckpt["epoch"]) + 1, "history": history, "clean_accuracy": clean_accuracy}
+    target = path.with_suffix(".train.json")
+    target.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {target}")
 
 
 def main(argv: list[str] | None = None) -> int:

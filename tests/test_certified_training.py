@@ -342,7 +342,7 @@ def test_deterministic_models_train_attack_and_are_refused_by_certify(tmp_path, 
     )  # fmt: skip
     assert code == 0, err[-2000:]
     lines = [line for line in tsv.read_text().splitlines() if line[:1].isdigit()]
-    assert len(lines) == 2 and '"noise": "none"' in tsv.read_text().splitlines()[0]
+    assert len(lines) == 2 * 20 and '"noise": "none"' in tsv.read_text().splitlines()[0]
     code, out, err = run_cli(
         capsys, "certify", "--checkpoint", ckpt, "--n", "20", "--n0", "5", "--max", "2", "--out", tmp_path / "c.tsv"
     )  # fmt: skip

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from art_stn.results import attack_summary, read_results
 from tests.conftest import write_mnist
 
 EXE = shutil.which("art-stn")
@@ -103,8 +104,8 @@ def test_certify_attack_plot_on_digits(checkpoint, tmp_path):
         pgd,
         "--quiet",
     )
-    assert "pgd-l2 robust accuracy" in out.stdout and len(data_lines(pgd)) == 3
-    acc = [float(line.split("\t")[1]) for line in data_lines(pgd)]
+    assert "pgd-l2 robust accuracy" in out.stdout and len(data_lines(pgd)) == 3 * 20  # one line per image and size
+    acc = attack_summary(read_results(pgd)[1])["accuracy"]
     assert acc[0] >= acc[2]
 
     transfer = tmp_path / "transfer.tsv"
@@ -113,7 +114,7 @@ def test_certify_attack_plot_on_digits(checkpoint, tmp_path):
         "--checkpoint",
         checkpoint,
         "--attack",
-        "transfer",
+        "transfer-l2",
         "--source-checkpoint",
         checkpoint,
         "--eps",
@@ -159,31 +160,64 @@ def test_certify_attack_plot_on_digits(checkpoint, tmp_path):
     assert (tmp_path / "robust.png").read_bytes()[:4] == b"\x89PNG" and "robust accuracy" in out.stdout
 
 
+def kill_after(args: tuple, out: Path, lines: int, half_line: str) -> list[str]:
+    """
+    Run an art-stn command, SIGKILL it once `out` holds `lines` results lines, and append `half_line` (what a kill
+    in the middle of a write leaves behind).
+
+    :return: The results lines written before the kill.
+    """
+    proc = subprocess.Popen(
+        [EXE, *map(str, args), "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and (not out.exists() or len(data_lines(out)) < lines):
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before = data_lines(out)
+    with open(out, "a") as f:
+        f.write(half_line)
+    return before
+
+
 def test_certify_killed_and_resumed_equals_unbroken_run(checkpoint, tmp_path):
     common = ("certify", "--checkpoint", checkpoint, "--n", "3000", "--n0", "50", "--max", "40", "--quiet")
     unbroken = tmp_path / "unbroken.tsv"
     run(*common, "--out", unbroken)
 
     killed = tmp_path / "killed.tsv"
-    proc = subprocess.Popen(
-        [EXE, *map(str, common), "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and (not killed.exists() or len(data_lines(killed)) < 3):
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    done = len(data_lines(killed))
-    assert 3 <= done < 40
-    with open(killed, "a") as f:  # what a kill in the middle of a write leaves behind
-        f.write("12\t3\t")
+    assert 3 <= len(kill_after(common, killed, 3, "12\t3\t")) < 40
     run(*common, "--out", killed, "--resume")
 
     def strip_seconds(path: Path) -> list[list[str]]:
         return [line.split("\t")[:-1] for line in path.read_text().splitlines()]
 
     assert strip_seconds(killed) == strip_seconds(unbroken)
+
+
+def test_attack_killed_and_resumed_equals_unbroken_run(checkpoint, tmp_path):
+    common = (
+        "attack", "--checkpoint", checkpoint, "--attack", "pgd-linf", "--eps", "0.1,0.2", "--max", "16",
+        "--batch-size", "2", "--sample-size", "16", "--eot-samples", "2", "--max-iter", "2", "--quiet",
+    )  # fmt: skip
+    unbroken = tmp_path / "unbroken.tsv"
+    run(*common, "--out", unbroken)
+    killed = tmp_path / "killed.tsv"
+    before = kill_after(common, killed, 20, "12\t3\t0.2\t")
+    assert 20 <= len(before) < 48
+    run(*common, "--out", killed, "--resume")
+    after = data_lines(killed)
+    # The lines written before the kill are kept; the rest are done once each. (The noise-averaged gradients of the
+    # resumed batches draw other noise than an unbroken run's; a deterministic model's resumed file equals an
+    # unbroken run's: tests/test_attack_records.py.)
+    assert after[: len(before)] == before and len(after) == 48
+
+    def keys(path: Path) -> list[tuple[str, ...]]:
+        return sorted(tuple(line.split("\t")[:3]) for line in data_lines(path))
+
+    assert keys(killed) == keys(unbroken) and len(set(keys(killed))) == 48
 
 
 def test_mnist_in_torchvision_format_end_to_end(tmp_path):
@@ -276,7 +310,9 @@ def test_clear_errors(checkpoint, tmp_path, capsys):
         capsys, "train", "--dataset", "mnist", "--data-dir", tmp_path / "empty", "--out", tmp_path / "m.pt"
     )
     assert code == 2 and "MNIST not found" in err
-    code, err = call(capsys, "attack", "--checkpoint", checkpoint, "--attack", "transfer", "--out", tmp_path / "t.tsv")
+    code, err = call(
+        capsys, "attack", "--checkpoint", checkpoint, "--attack", "transfer-linf", "--out", tmp_path / "t.tsv"
+    )
     assert code == 2 and "--source-checkpoint" in err
     code, err = call(capsys, "attack", "--checkpoint", checkpoint, "--eps", "a,b", "--out", tmp_path / "t.tsv")
     assert code == 2 and "--eps" in err
@@ -313,9 +349,10 @@ def test_boundary_attack_and_resume_of_attack_results(checkpoint, tmp_path, caps
         "--quiet",
     )
     assert call(capsys, *args)[0] == 0
-    assert [line.split("\t")[0] for line in data_lines(out)] == ["0.5", "2"]
+    assert sorted({line.split("\t")[2] for line in data_lines(out)}) == ["0", "0.5", "2"]
+    assert len(data_lines(out)) == 4 * 3  # 4 images x (size 0 and the two sizes)
     assert call(capsys, *args[:-3], "--out", out, "--resume", "--quiet")[0] == 0  # nothing left to do
-    assert len(data_lines(out)) == 2
+    assert len(data_lines(out)) == 4 * 3
 
 
 def test_autoattack_with_eot(checkpoint, tmp_path):
@@ -323,10 +360,10 @@ def test_autoattack_with_eot(checkpoint, tmp_path):
     args = ["attack", "--checkpoint", checkpoint, "--attack", "autoattack", "--eps", "0,1.5", "--max", "20"]
     result = run(*args, "--eot-samples", "8", "--sample-size", "64", "--max-iter", "5", "--out", out, "--quiet")
     assert "autoattack robust accuracy" in result.stdout
-    rows = [line.split("\t") for line in data_lines(out)]
-    assert [r[0] for r in rows] == ["0", "1.5"] and '"attack": "autoattack"' in out.read_text()
-    clean, attacked = float(rows[0][1]), float(rows[1][1])
-    assert attacked < clean and float(rows[1][4]) <= 1.5 + 1e-5  # mean L2 perturbation within eps
+    summary = attack_summary(read_results(out)[1])
+    assert list(summary["eps"]) == [0, 1.5] and '"attack": "autoattack"' in out.read_text()
+    clean, attacked = summary["accuracy"]
+    assert attacked < clean and read_results(out)[1]["l2"].max() <= 1.5 + 1e-5  # each L2 perturbation within eps
 
 
 # The command line: an instant CLI, defaults shown, data set from the checkpoint, progress, clear errors.
@@ -345,6 +382,21 @@ def test_cli_module_imports_neither_torch_nor_art():
     assert heavy == ""  # `art-stn --help`, `--version` and usage errors load nothing heavy
     assert lazy == "STNClassifier True"  # the public names still import, on first use
     assert run("--version").stdout.startswith("art-stn ")
+
+
+def test_data_with_the_cache_present_loads_neither_torch_nor_art():
+    import sys
+
+    from art_stn.data import mnist_cache_path
+
+    if not mnist_cache_path().is_file():
+        pytest.fail(f"the real MNIST cache {mnist_cache_path()} is missing: run `art-stn data mnist` (README set-up).")
+    code = (
+        "import sys; from art_stn.cli import main; main(['data', 'mnist']); "
+        "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'art'})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert "already cached" in out.stdout and out.stdout.splitlines()[-1] == ""
 
 
 def test_every_option_has_help_and_shows_its_default():
@@ -444,7 +496,7 @@ def test_attack_shows_progress_in_images(checkpoint, tmp_path, capsys):
     args = ("attack", "--checkpoint", checkpoint, "--eps", "0,0.5,1", "--max", "4", "--sample-size", "8")
     code, err = call(capsys, *args, "--eot-samples", "2", "--max-iter", "1", "--out", tmp_path / "a.tsv")
     assert code == 0
-    assert "8/8" in err and "image" in err and "eps=1 (size 2 of 2)" in err  # 4 images x 2 sizes (eps 0 is free)
+    assert "12/12" in err and "pair" in err and "eps=1" in err  # 4 images x 3 sizes (0: the clean prediction)
 
 
 def test_long_certification_says_so_early():

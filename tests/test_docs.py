@@ -210,3 +210,51 @@ def test_certified_training_page_is_regenerated_from_the_committed_results():
     assert docs_script("generated_block").between(page, module.BEGIN, module.END) == expected, (
         "docs/certified-training.md: run python docs/scripts/certified_training_report.py --write"
     )
+
+
+@pytest.mark.slow
+def test_cli_page_examples_match_a_fresh_run():
+    """docs/cli.md's example sessions are those its commands print now (numbers and true/false masked: they depend
+    on the CPU), so a changed output line or results header shows up here."""
+    module = docs_script("cli_examples")
+    page = (ROOT / "docs" / "cli.md").read_text()
+    old = module.blocks(page)
+    assert set(old) == set(module.EXAMPLES), "docs/cli.md lost the markers of a generated example"
+    for name, text in module.sessions().items():
+        assert module.masked(old[name]) == module.masked(module.block(name, text)), (
+            f"docs/cli.md example {name!r} differs from a fresh run: python docs/scripts/cli_examples.py --write"
+        )
+
+
+def test_empirical_page_is_regenerated_from_the_committed_results():
+    module = docs_script("empirical_report")
+    page = (ROOT / "docs" / "empirical-robustness.md").read_text()
+    assert docs_script("generated_block").between(page, module.BEGIN, module.END) == module.report(), (
+        "docs/empirical-robustness.md: run python docs/scripts/empirical_report.py --write"
+    )
+
+
+def test_full_protocol_section_is_regenerated_from_the_committed_results():
+    module = docs_script("full_protocol_report")
+    page = (ROOT / "docs" / "certified-training.md").read_text()
+    assert docs_script("generated_block").between(page, module.BEGIN, module.END) == module.report(module.load()), (
+        "docs/certified-training.md: run python docs/scripts/full_protocol_report.py --write"
+    )
+
+
+def test_full_protocol_oracle_matches_the_closed_form_for_all_correct_images():
+    """An image whose samples all fall in its class: CERTIFY certifies radius r from m samples when
+    alpha^(1/m) >= Phi(r / sigma), so the oracle needs ceil(ln alpha / ln Phi(r / sigma)) (about 8,800 at 1.58 and
+    29,700 at 1.75 for sigma 0.5, alpha 0.001)."""
+    import numpy as np
+    from scipy.stats import norm
+
+    module = docs_script("full_protocol_report")
+    radii = np.array([0.25, 1.0, 1.58, 1.75])
+    found = module.oracle_samples(np.ones(4), np.zeros(4), radii, 0.001, 0.5, "cohen")
+    expected = np.ceil(np.log(0.001) / np.log(norm.cdf(radii / 0.5)))
+    assert list(found) == list(expected) and found[2] == 8754 and found[3] == 29691
+    # An image below the radius's probability is never certified there; more probability needs fewer samples.
+    assert module.oracle_samples([0.97], [0.02], [1.75], 0.001, 0.5, "cohen", cap=10**6)[0] == -1
+    fewer = module.oracle_samples([0.9995, 0.99999], [0.0, 0.0], [1.5, 1.5], 0.001, 0.5, "cohen")
+    assert fewer[0] > fewer[1] > 0

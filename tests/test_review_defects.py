@@ -17,8 +17,10 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from art_stn import STNClassifier, STNTrainer
 from art_stn.confidence import top_two_bounds
 from art_stn.distributed import merge_shards, shard_path
-from art_stn.evaluate import certify_to_file, read_results, robust_accuracy_to_file
+from art_stn.evaluate import certify_to_file, read_results
 from art_stn.noise import stream_key
+from art_stn.results import attack_summary
+from art_stn.robustness import robust_accuracy_to_file
 from tests.conftest import LinearBinary
 
 
@@ -62,10 +64,11 @@ def test_defect01_attack_file_half_written_last_line(digits_classifier, digits, 
     x, y = digits[0][:4], digits[1][:4]
     args = dict(attack="pgd-l2", eps=[0.0, 0.1], max_iter=1, verbose=False)
     out = robust_accuracy_to_file(digits_classifier(), x, y, out=tmp_path / "a.tsv", **args)
-    out.write_text(out.read_text()[:-2])  # cut inside the last field of the eps=0.1 row
+    out.write_text(out.read_text()[:-2])  # cut inside the last field of the last image's eps=0.1 line
     robust_accuracy_to_file(digits_classifier(), x, y, out=out, resume=True, **args)
     _, table, _ = read_results(out)
-    assert list(table["eps"]) == [0.0, 0.1]
+    pairs = sorted(zip(table["idx"].astype(int), table["eps"], strict=True))
+    assert pairs == [(i, e) for i in range(4) for e in (0.0, 0.1)]  # the cut line is attacked again, once
 
 
 # ------------------------------------------------------------------------------------------------ defect 2
@@ -150,8 +153,8 @@ def test_defect04_attacks_see_scores_without_abstention(tmp_path, monkeypatch):
     assert by_attack, "the attack never called predict"
     for p in by_attack:
         np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)  # no abstain rows for the attack
-    _, table, _ = read_results(out)
-    assert table["clean_accuracy"][0] == 0.5  # the abstaining example still counts as an error
+    summary = attack_summary(read_results(out)[1])
+    assert summary["clean_accuracy"][0] == 0.5  # the abstaining example still counts as an error
     with clf.without_abstention():
         assert original(clf, x[:1]).sum() == pytest.approx(1.0)
     assert original(clf, x[:1]).sum() == 0.0
@@ -359,11 +362,11 @@ def test_defect10a_pgd_robust_requires_a_correct_clean_prediction(tmp_path):
     )
     x, y = np.array([[-0.3, 0.0]], dtype=np.float32), np.array([0])
     out = robust_accuracy_to_file(
-        target, x, y, "transfer", [1.0], tmp_path / "t.tsv", source=source, max_iter=10, verbose=False
+        target, x, y, "transfer-l2", [1.0], tmp_path / "t.tsv", source=source, max_iter=10, verbose=False
     )
     _, table, _ = read_results(out)
-    assert table["clean_accuracy"][0] == 0.0
-    assert table["accuracy"][0] == 0.0  # not robust: it was never classified correctly
+    assert list(table["prediction"]) == [1, 0]  # clean: wrong; after the transfer attack: right
+    assert list(table["correct"]) == [0, 0]  # not robust: it was never classified correctly
 
 
 def test_defect10b_attack_resume_matches_the_written_sizes(digits_classifier, digits, tmp_path):
@@ -373,7 +376,8 @@ def test_defect10b_attack_resume_matches_the_written_sizes(digits_classifier, di
     robust_accuracy_to_file(digits_classifier(), x, y, eps=[0.0, 1234.5678], out=out, **args)
     robust_accuracy_to_file(digits_classifier(), x, y, eps=[0.0, 1234.5678, 1e-7], out=out, resume=True, **args)
     _, table, _ = read_results(out)
-    assert list(table["eps"]) == [0.0, 1234.57, 1e-7]  # 1234.5678 not repeated, 1e-7 not taken for 0
+    assert list(dict.fromkeys(table["eps"])) == [0.0, 1234.57, 1e-7]  # 1234.5678 not repeated, 1e-7 not taken for 0
+    assert len(table["eps"]) == 3 * 4
 
 
 class RecordingSampler(DistributedSampler):

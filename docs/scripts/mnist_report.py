@@ -27,6 +27,7 @@ from art_stn.evaluate import (  # noqa: E402
     read_results,
 )
 from art_stn.metrics import bound_predictions  # noqa: E402
+from art_stn.results import attack_summary  # noqa: E402
 
 MODELS = {"stn": "STN (gamma = 1)", "noise": "no STN (gamma = 0)", "stn-detach": "STN, detached target"}
 PROTOCOLS = {"paper": "n = 100, n0 = 0, alpha = 0.05", "tight": "n = 10,000, n0 = 100, alpha = 0.001"}
@@ -123,7 +124,7 @@ def figure3(results: Path, found: dict, sigma: float, out: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(2, 1, figsize=(8, 8.4), layout="constrained")  # stacked: each panel as wide as the page
     if l2.is_file():
-        meta, table, _ = read_results(l2, expect="attack")
+        meta, table = read_results(l2, expect="attack")[0], attack_summary(read_results(l2)[1])
         eps, acc = np.r_[0.0, table["eps"]], 100 * np.r_[table["clean_accuracy"][0], table["accuracy"]]
         axes[0].plot(eps, acc, "o-", label=f"PGD-L2, EoT ({meta['examples']} images; 0: no attack)")
     for protocol in PROTOCOLS:
@@ -134,7 +135,7 @@ def figure3(results: Path, found: dict, sigma: float, out: Path) -> Path | None:
             axes[0].plot(grid, 100 * acc, "--", label=f"certified (Rényi, {protocol} protocol)")
     axes[0].set(xlabel="L2 attack size / radius", ylabel="accuracy (%)", ylim=(0, 100), title="L2")
     if linf.is_file():
-        meta, table, _ = read_results(linf, expect="attack")
+        meta, table = read_results(linf, expect="attack")[0], attack_summary(read_results(linf)[1])
         eps, acc = np.r_[0.0, table["eps"]], 100 * np.r_[table["clean_accuracy"][0], table["accuracy"]]
         axes[1].plot(eps, acc, "o-", label=f"PGD-Linf, EoT ({meta['examples']} images; 0: no attack)")
     axes[1].set(xlabel="Linf attack size", ylim=(0, 100), title="Linf")
@@ -228,7 +229,7 @@ def attack_table(results: Path, sigma: float) -> str:
     for norm in ("l2", "linf"):
         path = results / f"stn-sigma{sigma:g}-pgd-{norm}.tsv"
         if path.is_file():
-            meta, table, _ = read_results(path, expect="attack")
+            meta, table = read_results(path, expect="attack")[0], attack_summary(read_results(path)[1])
             cells = ", ".join(f"{e:g}: {100 * a:.1f}%" for e, a in zip(table["eps"], table["accuracy"], strict=True))
             rows.append(
                 f"| PGD-{norm.upper()} | {int(meta['examples'])} | {100 * table['clean_accuracy'][0]:.1f}% | {cells} |"
