@@ -115,9 +115,7 @@ def _settings(classifier: Any, attack: str, max_iter: int, restarts: int, count:
     return {"attack": attack, "max_iter": max_iter, "examples": count, **pgd, **noise}
 
 
-def _art_attack(
-    attack: str, target: Any, e: float, max_iter: int, restarts: int, batch_size: int, smoothed: bool
-) -> Any:
+def _art_attack(attack: str, target: Any, e: float, max_iter: int, restarts: int, batch_size: int) -> Any:
     """
     :param attack: The attack.
     :param target: The classifier the attack computes its steps on (the source, for a transfer attack).
@@ -125,7 +123,6 @@ def _art_attack(
     :param max_iter: Iterations.
     :param restarts: PGD's random starts (0: start at the image).
     :param batch_size: The attack's batch size.
-    :param smoothed: Whether `target` is a smoothed classifier (AutoAttack needs one).
     :return: The ART attack.
     """
     from art.attacks.evasion import BoundaryAttack, CarliniL2Method, ProjectedGradientDescent
@@ -137,11 +134,6 @@ def _art_attack(
     if attack == "autoattack":
         from art_stn.attacks import eot_autoattack
 
-        if not smoothed:
-            raise ValueError(
-                "autoattack here is the EoT form for smoothed classifiers: attack a deterministic model with "
-                "pgd-l2, pgd-linf, cw-l2 or boundary."
-            )
         return eot_autoattack(target, norm=2, eps=e, max_iter=max_iter, batch_size=batch_size)
     return ProjectedGradientDescent(
         target,
@@ -227,7 +219,10 @@ def robust_accuracy_to_file(
     idx = _indices(indices, len(x))
     smoothed = hasattr(classifier, "smoothing_settings")  # else a deterministic model: a plain ART classifier
     if attack == "autoattack" and not smoothed:
-        _art_attack(attack, classifier, 1.0, 1, 0, 1, smoothed)  # raises the clear error
+        raise ValueError(
+            "autoattack here is the EoT form for smoothed classifiers: attack a deterministic model with pgd-l2, "
+            "pgd-linf, cw-l2 or boundary."
+        )
     if smoothed:
         follow_recorded_layout(classifier, out, resume)
     settings = {**_settings(classifier, attack, max_iter, restarts, len(x)), **(meta or {})}
@@ -278,7 +273,7 @@ def robust_accuracy_to_file(
 
         if unbounded:  # one attack per image serves every size
             missing = np.array(sorted({int(i) for e in sizes[1:] for i in todo[e]}), dtype=np.int64)
-            art_attack = _art_attack(attack, target, 1.0, max_iter, restarts, batch_size, smoothed)
+            art_attack = _art_attack(attack, target, 1.0, max_iter, restarts, batch_size)
             for part in chunks(missing):
                 began = time.perf_counter()
                 with attacked():
@@ -299,7 +294,7 @@ def robust_accuracy_to_file(
         else:
             for e in sizes[1:]:
                 bar.set_description(f"{attack} eps={e:g}")
-                art_attack = _art_attack(attack, target, e, max_iter, restarts, batch_size, smoothed)
+                art_attack = _art_attack(attack, target, e, max_iter, restarts, batch_size)
                 for part in chunks(todo[e]):
                     began = time.perf_counter()
                     with attacked() if target is classifier else contextlib.nullcontext():
