@@ -112,14 +112,14 @@ def plot_panels(curves: dict[str, dict[str, tuple]], title: str, path: Path) -> 
     """
     Two stacked panels (L2, L-infinity) of robust accuracy against attack size.
 
-    :param curves: norm -> label -> (sizes, accuracy %, line style).
+    :param curves: norm -> label -> (sizes, accuracy %, line style, colour): one colour per model.
     :param title: The figure's title.
     :param path: The PNG written.
     """
     fig, axes = plt.subplots(2, 1, figsize=(8, 8.4), layout="constrained")
     for ax, norm in zip(axes, NORMS, strict=True):
-        for k, (label, (sizes, acc, style)) in enumerate(curves.get(norm, {}).items()):
-            ax.plot(sizes, acc, style, color=f"C{k // 2 if style == '--' else k}", label=label, marker="o", ms=3)
+        for label, (sizes, acc, style, color) in curves.get(norm, {}).items():
+            ax.plot(sizes, acc, style, color=color, label=label, marker="o", ms=3)
         ax.set(xlabel=f"{NORMS[norm]} attack size", ylabel="robust accuracy (%)", ylim=(0, 100), title=NORMS[norm])
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -134,15 +134,15 @@ def figure3_curves() -> dict[str, dict[str, tuple]]:
     """:return: Figure 3: per norm, each model's white-box (solid) and black-box (dashed) curve."""
     curves: dict[str, dict[str, tuple]] = {}
     for norm in NORMS:
-        for stem, label in FIGURE3.items():
+        for k, (stem, label) in enumerate(FIGURE3.items()):
             white = white_box(stem, norm)
             if white is not None:
                 sizes, acc, _ = accuracy(white)
-                curves.setdefault(norm, {})[f"{label}, white box"] = (sizes, acc, "-")
+                curves.setdefault(norm, {})[f"{label}, white box"] = (sizes, acc, "-", f"C{k}")
             black = worst(load(stem, f"transfer-{norm}"))
             if black is not None:
                 sizes, acc, _ = accuracy(black)
-                curves.setdefault(norm, {})[f"{label}, black box"] = (sizes, acc, "--")
+                curves.setdefault(norm, {})[f"{label}, black box"] = (sizes, acc, "--", f"C{k}")
     return curves
 
 
@@ -397,8 +397,8 @@ def make(write: bool) -> str:
         plot_panels(figure3_curves(), "Figure 3: robust accuracy under attack (MNIST, LeNet)", FIGURES["3"])
         sweep = {
             norm: {
-                f"sigma {s:g}": (*accuracy(r)[:2], "-")
-                for s, stem in SWEEP.items()
+                f"sigma {s:g}": (*accuracy(r)[:2], "-", f"C{k}")
+                for k, (s, stem) in enumerate(SWEEP.items())
                 if (r := worst(load(stem, f"pgd-{norm}")))
             }
             for norm in NORMS
