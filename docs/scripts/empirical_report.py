@@ -95,8 +95,14 @@ def accuracy(robust: dict[float, dict[int, bool]]) -> tuple[np.ndarray, np.ndarr
 
 
 def white_box(stem: str, norm: str) -> dict | None:
-    """:return: A model's white-box robustness in a norm: PGD-Linf, or the worse of C&W and PGD-L2 per image."""
-    return worst(load(stem, "pgd-linf")) if norm == "linf" else worst(load(stem, "cw-l2"), load(stem, "pgd-l2"))
+    """
+    :return: A model's white-box robustness in a norm: PGD-Linf, or the worse of C&W and PGD-L2 per image (None
+             until both L2 attacks are finished).
+    """
+    if norm == "linf":
+        return worst(load(stem, "pgd-linf"))
+    cw, pgd = load(stem, "cw-l2"), load(stem, "pgd-l2")
+    return worst(cw, pgd) if cw is not None and pgd is not None else None
 
 
 def paired(a: dict[float, dict[int, bool]], b: dict[float, dict[int, bool]], e: float) -> str:
@@ -298,7 +304,8 @@ def verdicts() -> list[str]:
             worse = [f"{e:g}" for e, d in large if d[2] < 0]
             holds = small[0] <= 0 and bool(better) and min(float(x) for x in better) > min(map(float, worse or ["inf"]))
             out.append(
-                f"1. ({NORMS[norm]}) STN minus TRADES is {cell(small)} points at the smallest size ({sizes[0]:g}); "
+                f"- Claim 1 ({NORMS[norm]}) STN minus TRADES is {cell(small)} points at the smallest size "
+                f"({sizes[0]:g}); "
                 f"STN is ahead at {', '.join(better) or 'no size'} and behind at {', '.join(worse) or 'no size'} "
                 f"(intervals clear of zero). **{'Reproduced' if holds else 'Not reproduced'}.**"
             )
@@ -310,7 +317,7 @@ def verdicts() -> list[str]:
                 ds = [difference(black, white, e) for e in sizes]
                 below = [f"{e:g}" for e, d in zip(sizes, ds, strict=True) if d[2] < 0]
                 out.append(
-                    f"2. ({FIGURE3[stem]}, {NORMS[norm]}) black box minus white box: from {cell(ds[0])} at "
+                    f"- Claim 2 ({FIGURE3[stem]}, {NORMS[norm]}) black box minus white box: from {cell(ds[0])} at "
                     f"{sizes[0]:g} to {cell(ds[-1])} at {sizes[-1]:g}; the black box is stronger at "
                     f"{', '.join(below) or 'no size'}. **{'Not reproduced' if below else 'Reproduced'}.**"
                 )
@@ -321,7 +328,7 @@ def verdicts() -> list[str]:
             first, last = difference(noisy, plain, sizes[0]), difference(noisy, plain, sizes[-1])
             helps = [f"{e:g}" for e in sizes if difference(noisy, plain, e)[1] > 0]
             out.append(
-                f"3. ({NORMS[norm]}) STN at sigma 0.7 minus sigma 0 (PGD): {cell(first)} at {sizes[0]:g}, "
+                f"- Claim 3 ({NORMS[norm]}) STN at sigma 0.7 minus sigma 0 (PGD): {cell(first)} at {sizes[0]:g}, "
                 f"{cell(last)} at {sizes[-1]:g}; noise helps at {', '.join(helps) or 'no size'}. "
                 f"**{'Reproduced' if first[0] <= 0 and helps else 'Not reproduced'}.**"
             )
@@ -331,7 +338,7 @@ def verdicts() -> list[str]:
         if sizes:
             ds = [difference(boundary, white, e) for e in sizes]
             out.append(
-                f"4. ({FIGURE3[stem]}) Boundary minus white box, L2: "
+                f"- Claim 4 ({FIGURE3[stem]}) Boundary minus white box, L2: "
                 + ", ".join(f"{cell(d)} at {e:g}" for e, d in zip(sizes, ds, strict=True))
                 + f". **{'Reproduced' if all(d[1] >= 0 for d in ds) else 'Not reproduced'}.**"
             )
@@ -339,7 +346,8 @@ def verdicts() -> list[str]:
     if len(costs) == 2:  # claim 5
         ratio = costs["trades"] / costs["stn-sigma0.7"]
         out.append(
-            f"5. TRADES costs {costs['trades']:.0f} CPU s per epoch (10 PGD steps), STN {costs['stn-sigma0.7']:.0f}: "
+            f"- Claim 5: TRADES costs {costs['trades']:.0f} CPU s per epoch (10 PGD steps), "
+            f"STN {costs['stn-sigma0.7']:.0f}: "
             f"{ratio:.1f} times as much. **{'Reproduced' if ratio > 2 else 'Not reproduced'}.**"
         )
     return [*out, ""] if out else []
