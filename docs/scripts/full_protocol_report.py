@@ -103,10 +103,16 @@ def correct_at(table: dict, r: float) -> np.ndarray:
     return (table["predict"] == table["label"]) & (table["radius"] >= r)
 
 
-def interval(k: int, n: int) -> str:
-    """:return: `k / n` in percent with its 95% Clopper-Pearson interval."""
+def certified(table: dict, r: float) -> tuple[float, float, float]:
+    """:return: Certified accuracy at `r` in percent with its 95% Clopper-Pearson interval, `(p, low, high)`."""
+    k, n = int(correct_at(table, r).sum()), len(table["idx"])
     lo, hi = proportion_confint(k, n, alpha=0.05, method="beta")
-    return f"{100 * k / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+    return 100 * k / n, 100 * lo, 100 * hi
+
+
+def interval(p: float, lo: float, hi: float) -> str:
+    """:return: A percentage with its interval."""
+    return f"{p:.1f} [{lo:.1f}, {hi:.1f}]"
 
 
 def accuracy_table(runs: dict) -> list[str]:
@@ -120,12 +126,10 @@ def accuracy_table(runs: dict) -> list[str]:
     for i, r in enumerate(RADII):
         cells = []
         for m in here:
-            t = runs[(m, "cohen")][1]
-            k, n = int(correct_at(t, r).sum()), len(t["idx"])
-            cells.append(interval(k, n))
+            p, lo, hi = certified(runs[(m, "cohen")][1], r)
+            cells.append(interval(p, lo, hi))
             if m in PUBLISHED:
-                lo, hi = proportion_confint(k, n, alpha=0.05, method="beta")
-                if not 100 * lo <= PUBLISHED[m][i] <= 100 * hi:
+                if not lo <= PUBLISHED[m][i] <= hi:
                     outside.append(f"{NAMES[m]} at {r:g} ({PUBLISHED[m][i]:.1f})")
         cells += [f"{PUBLISHED[m][i]:.1f}" for m in PUBLISHED]
         out.append(f"| {r:g} | " + " | ".join(cells) + " |")
@@ -142,22 +146,18 @@ def headline(runs: dict) -> list[str]:
     r, published, clean = HEADLINE
     out = []
     for m in NAMES:
-        cells = []
-        for bound, label in (("cohen", "CERTIFY"), ("renyi", "Rényi")):
-            if (m, bound) in runs:
-                t = runs[(m, bound)][1]
-                cells.append(f"{label} {interval(int(correct_at(t, r).sum()), len(t['idx']))}%")
-        if not cells:
+        found = {label: certified(runs[(m, b)][1], r) for b, label in (("cohen", "CERTIFY"), ("renyi", "Rényi"))
+                 if (m, b) in runs}  # fmt: skip
+        if not found:
             continue
+        cells = [f"{label} {interval(*c)}%" for label, c in found.items()]
         record = RESULTS / f"{m}-sigma{SIGMA:g}.train.json"
         base = json.loads(record.read_text())["clean_accuracy"] if record.is_file() else None
         clean_text = "" if base is None else f"; base clean accuracy {100 * base:.2f}% on the 10,000 test images"
         t = runs[(m, "cohen")][1] if (m, "cohen") in runs else runs[(m, "renyi")][1]
-        bounds = [proportion_confint(int(correct_at(runs[k][1], r).sum()), len(runs[k][1]["idx"]), 0.05, "beta")
-                  for k in ((m, "cohen"), (m, "renyi")) if k in runs]  # fmt: skip
-        if all(100 * hi < published for _, hi in bounds):
+        if all(hi < published for _, _, hi in found.values()):
             verdict = f"below the paper's {published:.1f}% (clean {clean:.1f}%): every 95% interval lies below it"
-        elif all(100 * lo > published for lo, _ in bounds):
+        elif all(lo > published for _, lo, _ in found.values()):
             verdict = f"above the paper's {published:.1f}% (clean {clean:.1f}%): every 95% interval lies above it"
         else:
             verdict = f"level with the paper's {published:.1f}% (clean {clean:.1f}%) within the 95% intervals"
