@@ -153,23 +153,29 @@ def figure3_curves() -> dict[str, dict[str, tuple]]:
 
 
 def table(rows: list[list[str]], head: list[str]) -> list[str]:
-    """:return: A Markdown table."""
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+    """:return: A Markdown table, its first column left-aligned and the others (numbers) right-aligned."""
+    return [
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * (len(head) - 1),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
 
 
 def robust_table(models: dict[str, dict | None], norm: str) -> list[str]:
-    """:return: Robust accuracy (%) per model and attack size, with the number of images."""
+    """
+    :return: Robust accuracy (%) with one column per model and one row per attack size (0: clean), under a row with
+             each model's number of images: a column per model keeps the table as narrow as the page whatever the
+             number of sizes.
+    """
     present = {k: v for k, v in models.items() if v is not None}
     if not present:
         return []
     sizes = sorted(set.union(*(set(v) for v in present.values())))
-    rows = []
-    for name, robust in present.items():
-        n = len(robust[min(robust)])
-        rows.append(
-            [name, str(n), *(f"{100 * np.mean(list(robust[e].values())):.1f}" if e in robust else "" for e in sizes)]
-        )
-    return table(rows, ["model", "images", *(f"{e:g}" for e in sizes)])
+    rows = [["images", *(str(len(robust[min(robust)])) for robust in present.values())]]
+    for e in sizes:
+        cells = (f"{100 * np.mean(list(r[e].values())):.1f}" if e in r else "" for r in present.values())
+        rows.append([f"{e:g}", *cells])
+    return table(rows, [f"{NORMS[norm]} size", *present])
 
 
 def claim1() -> list[str]:
