@@ -99,6 +99,7 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
         "seed",
         "precision",
         "channels_last",
+        "compile_forward",
         "interval",
     ]
 
@@ -126,6 +127,7 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
         precision: str = "fp32",
         channels_last: bool | None = None,
         interval: str = "clopper-pearson",
+        compile_forward: bool | None = None,
     ) -> None:
         """
         Create a smoothed classifier.
@@ -165,6 +167,11 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
                `alpha / 2` each, Bonferroni: the paper's text), `"sison-glaz"` (needs >= 7 classes) or `"goodman"`
                (simultaneous multinomial intervals at level `alpha`: the reference code's choice). The `cohen` bound
                always uses its own one-sided Clopper-Pearson bound.
+        :param compile_forward: Sample (predict, certify) through `torch.compile`'s forward pass: True always, False
+               never, None (default) on the CPU once the classifier has sampled
+               :data:`art_stn.speed.COMPILE_AFTER` noisy copies, where compiling pays for itself
+               (:class:`art_stn.speed.CompiledForward`: full batches only, eager if compiling fails). Only the order
+               of floating-point operations differs; gradients and training stay eager.
         """
         super().__init__(
             model=model,
@@ -190,6 +197,7 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
         self.precision = precision
         self.channels_last = channels_last
         self.interval = interval
+        self.compile_forward = compile_forward
         self._auto_batch: int | None = None
         self._abstain = True
         self._generators: dict[str, torch.Generator] = {}
@@ -221,6 +229,8 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
             raise ValueError(f"`precision` must be one of {PRECISIONS}; got {self.precision!r}.")
         if self.channels_last is not None and not isinstance(self.channels_last, bool):
             raise TypeError(f"`channels_last` must be True, False or None (measured); got {self.channels_last!r}.")
+        if self.compile_forward is not None and not isinstance(self.compile_forward, bool):
+            raise TypeError(f"`compile_forward` must be True, False or None (automatic); got {self.compile_forward!r}.")
         if self.nb_classes < 2:
             raise ValueError(f"`nb_classes` must be >= 2; got {self.nb_classes}.")
         check_interval(self.interval, self.nb_classes)
@@ -248,6 +258,16 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
             set_memory_format(self._model, layout)
             self._layout = layout
         return self._layout
+
+    def __getstate__(self) -> dict[str, Any]:
+        """
+        ART's pickling state, without the compiled forward passes (rebuilt when needed).
+
+        :return: The state.
+        """
+        state = super().__getstate__()
+        state.pop("_compiled", None)
+        return state
 
     @property
     def norm(self) -> int:
@@ -366,7 +386,7 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
         :param scale: Noise scale (default: the estimator's `scale`; required when it has none).
         :param loss: The loss of `loss_gradient` (default: the estimator's loss).
         :param smoothing: Other constructor arguments: `sample_size`, `alpha`, `bound`, `n0`, `eot_samples`, `seed`,
-               `precision`, `channels_last`.
+               `precision`, `channels_last`, `compile_forward`.
         :return: The smoothed classifier.
         :raises TypeError: if `estimator` is not an ART `PyTorchClassifier` or `smoothing` names an unknown argument.
         :raises ValueError: if no `scale` is given and the estimator has none.
@@ -374,6 +394,7 @@ class STNClassifier(SmoothedPredictionMixin, NoiseAveragedGradientsMixin, Random
         if not isinstance(estimator, PyTorchClassifier):
             raise TypeError(f"`estimator` must be an ART PyTorchClassifier; got {type(estimator).__name__}.")
         names = ("sample_size", "alpha", "bound", "n0", "eot_samples", "seed", "precision", "channels_last")
+        names += ("compile_forward",)
         unknown = sorted(set(smoothing) - set(names))
         if unknown:
             raise TypeError(f"from_estimator() got unknown smoothing argument(s) {unknown}; choose from {names}.")

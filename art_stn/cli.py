@@ -83,20 +83,23 @@ def _common_args(p: argparse.ArgumentParser, seeds: str = "the noise streams, da
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _layout_arg(p: argparse.ArgumentParser) -> None:
+def _layout_arg(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     """
-    Add `--channels-last`.
+    Add `--channels-last`, and `--compile` to the commands that sample.
 
     :param p: A sub-command parser.
+    :param sampling: Whether the command samples noisy copies (certify, attack).
     """
-    p.add_argument(
-        "--channels-last",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="memory format of image batches: auto (default) measures which is faster on this machine and model "
-        "(once, cached), on / off force channels-last / PyTorch's default; the choice is recorded in results headers "
-        "and checkpoints",
-    )
+    flags = {
+        "--channels-last": "memory format of image batches: auto (default) measures which is faster on this machine "
+        "and model (once, cached), on / off force channels-last / PyTorch's default; the choice is recorded in results "
+        "headers and checkpoints",
+        "--compile": "sample through torch.compile's forward pass: auto (default) compiles on the CPU once a run has "
+        "sampled 1,000,000 noisy copies, where it pays for its compile time; on / off always / never (recorded in "
+        "results headers)",
+    }
+    for flag, text in list(flags.items())[: 2 if sampling else 1]:
+        p.add_argument(flag, choices=("auto", "on", "off"), default="auto", help=text)
 
 
 def _floats(text: str, name: str) -> list[float]:
@@ -243,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpointed after every epoch",
     )
     _common_args(train)
-    _layout_arg(train)
+    _layout_arg(train, sampling=False)
 
     certify = sub.add_parser(
         "certify",

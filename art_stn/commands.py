@@ -105,6 +105,15 @@ def _channels_last(args: argparse.Namespace) -> bool | None:
     return {"auto": None, "on": True, "off": False}[args.channels_last]
 
 
+def _speed(args: argparse.Namespace) -> dict[str, bool | None]:
+    """
+    :param args: Parsed arguments of a sampling command (`channels_last`, `compile`: `auto`, `on`, `off`).
+    :return: The classifier's `channels_last` and `compile_forward` (None: measured / automatic).
+    """
+    choice = {"auto": None, "on": True, "off": False}
+    return {"channels_last": choice[args.channels_last], "compile_forward": choice[args.compile]}
+
+
 def _check_writable(path: Path) -> None:
     """
     Fail before any work when `path` cannot be written.
@@ -303,7 +312,7 @@ def certify(args: argparse.Namespace) -> None:
     ctx = init_from_env(args.device)
     if ctx.distributed and out.exists() and not (args.resume or args.overwrite):
         raise FileExistsError(f"{out} exists: pass --resume to continue it or --overwrite to replace it.")
-    overrides = {"seed": args.seed, "channels_last": _channels_last(args)}
+    overrides = {"seed": args.seed, **_speed(args)}
     if args.bound is not None:
         overrides["bound"] = args.bound
     if args.interval is not None:
@@ -377,7 +386,7 @@ def attack(args: argparse.Namespace) -> None:
     """
     out = Path(args.out)
     _check_writable(out)
-    overrides = {"seed": args.seed, "channels_last": _channels_last(args)}
+    overrides = {"seed": args.seed, **_speed(args)}
     if args.eot_samples is not None:
         overrides["eot_samples"] = args.eot_samples
     if args.sample_size is not None:

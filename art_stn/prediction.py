@@ -5,7 +5,8 @@ estimator's device through the framework-free core (:func:`art_stn.smoothing.sam
 :mod:`art_stn.certification`.
 
 Layer 4 (the ART face). The mixin reads the estimator's settings (`noise`, `scale`, `sample_size`, `alpha`,
-`bound`, `n0`, `seed`, `precision`, `channels_last`, `interval`, `uses_channels_last()`) and ART's `_model`, `_device`,
+`bound`, `n0`, `seed`, `precision`, `channels_last`, `compile_forward`, `interval`, `uses_channels_last()`) and ART's
+`_model`, `_device`,
 `_apply_preprocessing`, `input_shape`, `nb_classes`.
 
 | Paper link: https://arxiv.org/abs/1809.03113
@@ -35,6 +36,7 @@ from art_stn.certification import (
 )
 from art_stn.confidence import abstain_pvalue, check_alpha, check_interval, stage_schedule
 from art_stn.smoothing import auto_batch_size, prepare_model, probe_batch_size, sample_counts
+from art_stn.speed import COMPILE_AFTER, CompiledForward
 from art_stn.validation import check_inputs, check_int, check_labels, check_radii
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class SmoothedPredictionMixin:
     _auto_batch: int | None
     _abstain: bool
     _generators: dict[str, torch.Generator]
+    _compiled: dict[tuple[int, bool], CompiledForward]  # per (batch size, memory format); not pickled
+    _sampled: int  # noisy copies sampled so far (for `compile_forward=None`)
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _generator(self) -> torch.Generator:
@@ -93,17 +97,18 @@ class SmoothedPredictionMixin:
             raise ValueError(f"`{name}` has {len(indices)} labels for {n} inputs.")
         return torch.from_numpy(indices).to(self._device)
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _logits(self, x: torch.Tensor, forward: CompiledForward | None = None) -> torch.Tensor:
         """
         ART preprocessing then the model, on a device tensor; checks the output width.
 
         :param x: Inputs on the device (noise already added).
+        :param forward: The model's compiled forward pass (None: ART's model wrapper, eager).
         :return: The model's outputs, shape `(B, nb_classes)`.
         """
         x_pre, _ = self._apply_preprocessing(x, y=None, fit=False, no_grad=not torch.is_grad_enabled())
         if x_pre.ndim == 4 and self.uses_channels_last():
             x_pre = x_pre.contiguous(memory_format=torch.channels_last)
-        out = self._model(x_pre)[-1]
+        out = self._model(x_pre)[-1] if forward is None else forward(x_pre)
         if out.ndim != 2 or out.shape[1] != self.nb_classes:
             raise ValueError(
                 f"the model's output has shape {tuple(out.shape)}, but nb_classes={self.nb_classes}: its output "
@@ -136,8 +141,9 @@ class SmoothedPredictionMixin:
         :return: Counts of shape `(N, nb_classes)`, int64 (float64 sums of probabilities with `soft`).
         """
         prepare_model(self._model, self.uses_channels_last())
+        forward = self._compiled_forward(x.shape[0] * n, batch_size)
         return sample_counts(
-            self._logits,
+            self._logits if forward is None else lambda batch: self._logits(batch, forward),
             x,
             n,
             scale=float(self.scale),
@@ -154,6 +160,28 @@ class SmoothedPredictionMixin:
             soft=soft,
             progress=progress,
         )
+
+    def _compiled_forward(self, copies: int, batch_size: int) -> CompiledForward | None:
+        """
+        The compiled forward pass sampling uses: with `compile_forward=True` always, with None (automatic) on the
+        CPU once the classifier's sampling, this call included, reaches :data:`art_stn.speed.COMPILE_AFTER` noisy
+        copies (compiling pays for itself on a long run only), never with False.
+
+        :param copies: Noisy copies this call samples.
+        :param batch_size: Noisy copies per model call.
+        :return: The compiled forward (built once per batch size and memory format), or None for the eager one.
+        """
+        self._sampled = getattr(self, "_sampled", 0) + copies
+        if self.compile_forward is False or (
+            self.compile_forward is None and (self._device.type != "cpu" or self._sampled < COMPILE_AFTER)
+        ):
+            return None
+        key = (batch_size, self.uses_channels_last())
+        compiled = self.__dict__.setdefault("_compiled", {})
+        if key not in compiled:
+            logger.info("compiling the forward pass for batches of %d (torch.compile)", batch_size)
+            compiled[key] = CompiledForward(self.model, batch_size)
+        return compiled[key]
 
     def _batch_size(self, batch_size: int | None) -> int:
         """

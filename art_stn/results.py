@@ -48,8 +48,9 @@ NOISE_STREAMS = 2
 #: Settings that files written by earlier art-stn versions left out when they held these values: a file without one is
 #: read as holding the value (`interval` was recorded only when it was not Clopper-Pearson).
 LEGACY_DEFAULTS: dict[str, Any] = {"interval": "clopper-pearson"}
-#: Settings older files recorded that do not change a row: not compared on resume.
-IGNORED_SETTINGS = ("batch_size",)
+#: Settings that do not change a row (`compile_forward`: only the order of floating-point operations, and a run may
+#: switch to the compiled forward part-way): not compared on resume.
+IGNORED_SETTINGS = ("batch_size", "compile_forward")
 #: Settings that earlier art-stn versions did not record, unknown for their files: such a file resumes with a warning.
 UNRECORDED_BEFORE = ("noise_generator",)
 
@@ -92,7 +93,8 @@ def weights_sha256(model: Any) -> str:
 def model_settings(classifier: Any) -> dict[str, Any]:
     """
     The settings of the classifier behind a results file, beyond its smoothing settings: a hash of the model's
-    weights, the sampling precision and memory format, ART's preprocessing, and the noise-stream version.
+    weights, the sampling precision, memory format and compilation setting (`compile_forward`: None is automatic),
+    ART's preprocessing, and the noise-stream version.
 
     :param classifier: An :class:`~art_stn.STNClassifier`.
     :return: Plain values for the file's header.
@@ -105,6 +107,7 @@ def model_settings(classifier: Any) -> dict[str, Any]:
         "model_sha256": weights_sha256(classifier.model),
         "precision": classifier.precision,
         "channels_last": classifier.uses_channels_last(),
+        "compile_forward": classifier.compile_forward,
         "preprocessing": preprocessing,
         "noise_streams": NOISE_STREAMS,
         "noise_generator": noise_generator(_model_device(classifier)),

@@ -13,9 +13,10 @@ Prints one row per model: plain forward img/s, ours img/s, ratio (target >= 0.9)
 `--formats` instead compares memory formats, interleaved in one process so that load on the machine hits every
 variant alike: per model, the plain forward's img/s in the default (contiguous) format, in channels-last and (with
 `--compile`) under `torch.compile`, with each one's fraction of the sgemm roofline (2 x multiply-adds per image x
-img/s over the same thread's sgemm FLOP/s); `STNClassifier.certify`'s img/s with `channels_last` False, True and
-None (measured, the default), over the contiguous forward; and a training epoch's img/s (Gaussian augmentation,
-SGD with momentum, batch 256) in both formats, in CPU seconds.
+img/s over the same thread's sgemm FLOP/s); `STNClassifier.certify`'s img/s with `channels_last` False and True
+(both eager), with the defaults early in a run (None: measured format, eager), and with `--compile` the defaults in
+a run past `art_stn.speed.COMPILE_AFTER` noisy copies (compiled forward), over the contiguous forward; and a
+training epoch's img/s (Gaussian augmentation, SGD with momentum, batch 256) in both formats, in CPU seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from art.estimators.certification.randomized_smoothing import PyTorchRandomizedS
 
 from art_stn import STNClassifier
 from art_stn.models import MODELS, build_model
+from art_stn.speed import COMPILE_AFTER
 
 
 def _sync(device: torch.device) -> None:
@@ -223,13 +225,19 @@ def formats(name: str, batch_size: int, n: int, inputs: int, rounds: int, compil
     clfs = {
         str(layout): STNClassifier(
             build_model(name), torch.nn.CrossEntropyLoss(), shape, 10, device_type="cpu", scale=0.5, seed=0,
-            channels_last=layout,
+            channels_last=None if layout == "long" else layout,
+            compile_forward=False if layout in (True, False) else None,
         )
-        for layout in (False, True, None)
+        for layout in (False, True, None, *(["long"] if compile_ else []))
     }  # fmt: skip
-    for clf in clfs.values():
+    if compile_:  # the default classifier in a long run: past COMPILE_AFTER copies, it samples compiled
+        clfs["long"]._sampled = COMPILE_AFTER
+    for key, clf in clfs.items():
         clf.model.load_state_dict(base.state_dict())
-        clf.certify(x[:1], n=100, n0=10)  # warm-up (and the probe of the measured one)
+        start = time.perf_counter()
+        clf.certify(x[:1], n=100 if key != "long" else 5_000, n0=10)  # warm-up (the probe; the compilation)
+        if key == "long":
+            result["compile_seconds_certify"] = time.perf_counter() - start
     result["auto_choice"] = float(clfs["None"].uses_channels_last())
     rng = np.random.default_rng(1)
     x_train = rng.uniform(0, 1, (train_images, *shape)).astype(np.float32)
@@ -289,7 +297,11 @@ def print_formats(args: argparse.Namespace) -> None:
     print("\n| model | certify, channels_last | img/s | vs contiguous forward | vs contiguous certify |")
     print("|---|---|---:|---:|---:|")
     for name, r in rows:
-        for layout, label in (("False", "False"), ("True", "True"), ("None", f"None (chose {bool(r['auto_choice'])})")):
+        chose = f"chose channels-last: {bool(r['auto_choice'])}"
+        labels = [("False", "False, eager"), ("True", "True, eager"), ("None", f"None (default; {chose}), eager")]
+        if "certify_long" in r:
+            labels.append(("long", f"None (default; {chose}), compiled: a run past {COMPILE_AFTER:,} copies"))
+        for layout, label in labels:
             speed = r[f"certify_{layout}"]
             print(
                 f"| {name} | {label} | {speed:,.0f} | {speed / r['fwd_contiguous']:.2f}x | "

@@ -103,8 +103,11 @@ def test_certify_attack_plot_on_digits(checkpoint, tmp_path):
         "--out",
         pgd,
         "--quiet",
+        "--compile",
+        "off",
     )
     assert "pgd-l2 robust accuracy" in out.stdout and len(data_lines(pgd)) == 3 * 20  # one line per image and size
+    assert read_results(cert)[0]["compile_forward"] is None and read_results(pgd)[0]["compile_forward"] is False
     acc = attack_summary(read_results(pgd)[1])["accuracy"]
     assert acc[0] >= acc[2]
 

@@ -91,13 +91,15 @@ def test_choice_is_recorded_forced_and_followed_on_resume(probe_cache, monkeypat
     forced = _lenet_classifier(False)
     assert forced.uses_channels_last() is False
     certify_to_file(forced, x[:1], y[:1], np.arange(1), out, n=50, n0=10, alpha=0.001)
-    assert read_results(out)[0]["channels_last"] is False
+    assert read_results(out)[0]["channels_last"] is False and read_results(out)[0]["compile_forward"] is None
     # auto on a machine where the probe says channels-last: the resumed file keeps its recorded format
     monkeypatch.setattr(speed, "probe_memory_format", lambda *a, **k: {"contiguous": 1.0, "channels_last": 2.0})
     auto = _lenet_classifier(None)
     certify_to_file(auto, x, y, np.arange(2), out, n=50, n0=10, alpha=0.001, resume=True)
     header, table, _ = read_results(out)
     assert header["channels_last"] is False and len(table["idx"]) == 2
+    forced.set_params(compile_forward=True)  # a speed setting, and a run may switch part-way: resumed, not compared
+    certify_to_file(forced, x, y, np.arange(2), out, n=50, n0=10, alpha=0.001, resume=True)
     fresh = _lenet_classifier(None)
     assert fresh.uses_channels_last() is True
     assert fresh.model[0].weight.is_contiguous(memory_format=torch.channels_last)
@@ -128,3 +130,89 @@ def test_checkpoint_records_the_trained_format_and_loading_measures_again(tmp_pa
         STNClassifier.load(tmp_path / "c.pt", model=digits_cnn(), device_type="cpu", channels_last=False).channels_last
         is False
     )
+
+
+# ------------------------------------------------------------------------------------------------ compilation
+class _FakeCompiled:
+    """Stands for `CompiledForward` without compiling: records the batch sizes it was built for and called with."""
+
+    built: list[int] = []
+
+    def __init__(self, model: torch.nn.Module, batch_size: int) -> None:
+        self.model, self.batch_size, self.calls = model, batch_size, 0
+        _FakeCompiled.built.append(batch_size)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x)
+
+
+def test_automatic_compilation_starts_once_the_run_is_long_on_cpu(monkeypatch):
+    """`compile_forward=None` samples eagerly until the classifier has sampled COMPILE_AFTER copies (the call that
+    reaches it included), then through one compiled forward per batch size; False never compiles, True always."""
+    import art_stn.prediction as prediction
+
+    monkeypatch.setattr(prediction, "COMPILE_AFTER", 1_000)
+    monkeypatch.setattr(prediction, "CompiledForward", _FakeCompiled)
+    monkeypatch.setattr(_FakeCompiled, "built", [])
+    x = np.random.default_rng(0).uniform(0, 1, (2, 1, 28, 28)).astype(np.float32)
+    clf = _lenet_classifier(False)
+    clf.certify(x, n=300, n0=10, batch_size=64)  # 620 copies: eager
+    assert _FakeCompiled.built == [] and not getattr(clf, "_compiled", {})
+    clf.certify(x, n=300, n0=10, batch_size=64)  # 1,240 copies: the estimation call reaches 1,000
+    assert _FakeCompiled.built == [64]
+    compiled = clf._compiled[(64, False)]
+    assert compiled.calls > 0
+    clf.certify(x, n=300, n0=10, batch_size=64)
+    assert _FakeCompiled.built == [64]  # built once, reused
+    never = _lenet_classifier(False)
+    never.set_params(compile_forward=False)
+    for _ in range(3):
+        never.certify(x, n=300, n0=10, batch_size=64)
+    assert _FakeCompiled.built == [64]
+    always = _lenet_classifier(False)
+    always.set_params(compile_forward=True)
+    always.predict(x[:1], batch_size=32)
+    assert _FakeCompiled.built == [64, 32]
+    with pytest.raises(TypeError, match="compile_forward"):
+        always.set_params(compile_forward="yes")
+
+
+def test_a_failed_compilation_warns_once_and_stays_eager(monkeypatch, caplog):
+    """No C++ compiler (or an operator the compiler lacks) must not stop sampling: the eager forward computes the
+    same function, on full batches as on the others; and the compiled forward is not pickled with the classifier."""
+
+    def broken(model, **kwargs):
+        def run(x):
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(speed.torch, "compile", broken)
+    model = build_model("lenet").eval()
+    forward = speed.CompiledForward(model, batch_size=4)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad(), caplog.at_level("WARNING", logger="art_stn.speed"):
+        assert torch.equal(forward(x), model(x))
+        assert torch.equal(forward(x), model(x))
+    assert forward.failed and sum("torch.compile failed" in r.message for r in caplog.records) == 1
+    clf = _lenet_classifier(False)
+    clf._compiled = {(4, False): forward}
+    assert "_compiled" not in clf.__getstate__()
+
+
+@pytest.mark.slow
+def test_compiled_sampling_agrees_up_to_floating_point_reordering():
+    """torch.compile (inductor's fused CPU kernels) changes only the order of floating-point operations: same seed and
+    noise, so counts differ only for copies within rounding of a decision boundary, at most 5 of 10,000 per input
+    (measured: 0). Deterministic (seeded noise). Slow: the first compilation takes 6 to 15 s here."""
+    x = np.random.default_rng(0).uniform(0, 1, (3, 1, 28, 28)).astype(np.float32)
+    reports = {}
+    for compiled in (False, True):
+        clf = _lenet_classifier(True)
+        clf.set_params(compile_forward=compiled)
+        reports[compiled] = clf.certify_report(x, n=10_000, n0=100, batch_size=256)
+    assert not clf._compiled[(256, True)].failed  # the compiled forward ran
+    diff = np.abs(reports[True].counts - reports[False].counts).sum(axis=1)
+    assert (diff <= 2 * 5).all(), diff
+    assert (reports[True].prediction == reports[False].prediction).all()
