@@ -97,12 +97,16 @@ def _checkpoint_for_data(args: argparse.Namespace, path: str) -> dict:
     return ckpt
 
 
+#: The classifier setting of an `auto | on | off` speed flag (None: measured or automatic).
+_SPEED_CHOICE: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+
+
 def _channels_last(args: argparse.Namespace) -> bool | None:
     """
     :param args: Parsed arguments with `channels_last` (`auto`, `on`, `off`).
     :return: The classifier's `channels_last`: None (measured), True or False.
     """
-    return {"auto": None, "on": True, "off": False}[args.channels_last]
+    return _SPEED_CHOICE[args.channels_last]
 
 
 def _speed(args: argparse.Namespace) -> dict[str, bool | None]:
@@ -110,8 +114,7 @@ def _speed(args: argparse.Namespace) -> dict[str, bool | None]:
     :param args: Parsed arguments of a sampling command (`channels_last`, `compile`: `auto`, `on`, `off`).
     :return: The classifier's `channels_last` and `compile_forward` (None: measured / automatic).
     """
-    choice = {"auto": None, "on": True, "off": False}
-    return {"channels_last": choice[args.channels_last], "compile_forward": choice[args.compile]}
+    return {"channels_last": _channels_last(args), "compile_forward": _SPEED_CHOICE[args.compile]}
 
 
 def _check_writable(path: Path) -> None:

@@ -6,8 +6,7 @@ estimator's device through the framework-free core (:func:`art_stn.smoothing.sam
 
 Layer 4 (the ART face). The mixin reads the estimator's settings (`noise`, `scale`, `sample_size`, `alpha`,
 `bound`, `n0`, `seed`, `precision`, `channels_last`, `compile_forward`, `interval`, `uses_channels_last()`) and ART's
-`_model`, `_device`,
-`_apply_preprocessing`, `input_shape`, `nb_classes`.
+`_model`, `_device`, `_apply_preprocessing`, `input_shape`, `nb_classes`.
 
 | Paper link: https://arxiv.org/abs/1809.03113
 """

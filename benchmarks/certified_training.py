@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import fcntl
 import math
 import os
@@ -38,7 +37,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +100,7 @@ def jobs() -> list[Job]:
     done = [Job(m, s) for m, s in a] + [Job(m, 0.5) for m in ART_METHODS]
     full = [Job(m, 0.5, epochs=FULL_EPOCHS, folder=FULL, bounds=("cohen",)) for m in ("gaussian", "consistency")]
     full.append(Job("stn", 0.5, 2.0, FULL_EPOCHS, FULL, ("cohen",)))
-    renyi = [dataclasses.replace(job, bounds=("renyi",)) for job in full]
+    renyi = [replace(job, bounds=("renyi",)) for job in full]
     stn2 = [Job("stn", s, gamma=2.0) for s in (0.5, 1.0)]
     return done + [full[0], stn2[0], full[1], stn2[1], full[2], *renyi]
 
