@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import math
 import os
 import subprocess
 import sys
@@ -158,7 +157,8 @@ def train_args(method: str, sigma: float, epochs: int, out: Path, gamma: float |
 
 def art_epochs(method: str, out: Path, log: Path) -> int | None:
     """
-    Epochs that fit the consistency run's training CPU seconds at sigma 0.5, from one measured epoch of the method.
+    The epochs whose CPU time is nearest the consistency run's training CPU seconds at sigma 0.5 (within half an
+    epoch of the budget), from one measured epoch of the method.
 
     :param method: An ART method.
     :param out: The results folder.
@@ -173,7 +173,7 @@ def art_epochs(method: str, out: Path, log: Path) -> int | None:
     if checkpoint_state(probe)[0] < 1:
         run(args, log)
     seconds = checkpoint_state(probe)[1]
-    return max(1, math.floor(budget / seconds))
+    return max(1, round(budget / seconds))
 
 
 class Waiting(Exception):  # noqa: N818 - a signal, not an error
