@@ -110,7 +110,11 @@ class NoiseAveragedGradientsMixin:
         **kwargs: Any,
     ) -> np.ndarray | torch.Tensor:
         """
-        Gradient of the noise-averaged softmax `s_c(x) = mean_i softmax(f(x + r_i))_c` with respect to `x`.
+        Gradient of the smoothed classifier's logits `log s_c(x)`, the log of the noise-averaged softmax
+        `s_c(x) = mean_i softmax(f(x + r_i))_c`, with respect to `x`: the scores `predict(x, logits=True)` returns,
+        so that an attack combining scores and gradients (ART's Carlini-Wagner) follows one function. (The
+        gradient of `s_c` itself is smaller by the factor `s_c`, which nearly stops such an attack on an unlikely
+        class.)
 
         :param x: Inputs, numpy array or torch tensor.
         :param label: None for all classes, an int for one class of every input, or one class per input.
@@ -138,12 +142,13 @@ class NoiseAveragedGradientsMixin:
             x_grad = x_t[start:end].to(self._device).requires_grad_(True)
             probs = torch.softmax(self._logits(self._noisy_copies(x_grad, draws)), dim=1)
             smoothed = probs.view(end - start, draws, self.nb_classes).mean(dim=1)
+            scores = torch.log(smoothed.clamp_min(torch.finfo(torch.float32).tiny))  # as predict(logits=True)
             if classes is None:
                 for c in range(self.nb_classes):
-                    (g,) = torch.autograd.grad(smoothed[:, c].sum(), x_grad, retain_graph=c < self.nb_classes - 1)
+                    (g,) = torch.autograd.grad(scores[:, c].sum(), x_grad, retain_graph=c < self.nb_classes - 1)
                     grads[start:end, c] = g.detach().cpu()
             else:
-                picked = smoothed.gather(1, classes[start:end, None]).sum()
+                picked = scores.gather(1, classes[start:end, None]).sum()
                 (g,) = torch.autograd.grad(picked, x_grad)
                 grads[start:end, 0] = g.detach().cpu()
         if isinstance(x, torch.Tensor):

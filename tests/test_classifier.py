@@ -157,7 +157,7 @@ def test_loss_gradient_tensor_in_tensor_out(digits_classifier, digits):
     assert isinstance(g_np, np.ndarray) and g_np.dtype == np.float32
 
 
-def test_class_gradient_is_gradient_of_smoothed_softmax(digits_classifier, digits, trained_linear_state):
+def test_class_gradient_is_gradient_of_the_log_smoothed_softmax(digits_classifier, digits, trained_linear_state):
     x = digits[0][:3]
     clf = digits_classifier(scale=1e-6, eot_samples=2)
     weight = trained_linear_state["1.weight"].numpy()
@@ -167,7 +167,7 @@ def test_class_gradient_is_gradient_of_smoothed_softmax(digits_classifier, digit
         torch.from_numpy(x.reshape(3, 64)) @ torch.from_numpy(weight).T + trained_linear_state["1.bias"], dim=1
     ).numpy()
     for i in range(3):
-        expected = probs[i][:, None] * (weight - probs[i] @ weight)  # d softmax_c / dx = p_c (W_c - sum_j p_j W_j)
+        expected = weight - probs[i] @ weight  # d log softmax_c / dx = W_c - sum_j p_j W_j (noise 1e-6: no averaging)
         np.testing.assert_allclose(all_classes[i].reshape(10, 64), expected, rtol=1e-3, atol=1e-6)
     one = clf.class_gradient(x, label=3)
     np.testing.assert_allclose(one[:, 0], all_classes[:, 3], rtol=1e-3, atol=1e-6)

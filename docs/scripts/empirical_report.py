@@ -197,7 +197,8 @@ def cw_and_pgd() -> list[str]:
         top = table_["eps"] == max(sizes)
         lines += [
             f"{label}, L2 white box, each attack apart (robust accuracy, %). C&W is ART's `CarliniL2Method` with "
-            f"{cw[0]['max_iter']} iterations and ART's other defaults (learning rate 0.01, initial constant 0.01); "
+            f"{cw[0].get('binary_search_steps', 10)} binary-search steps of {cw[0]['max_iter']} iterations, learning "
+            f"rate {cw[0].get('learning_rate', 0.01):g} and initial constant {cw[0].get('initial_const', 0.01):g}; "
             f"its mean perturbation at size {max(sizes):g} is L2 {table_['l2'][top].mean():.3f}, "
             f"largest {table_['l2'][top].max():.3f}:",
             "",
