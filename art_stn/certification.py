@@ -424,6 +424,7 @@ def radius_stages(
     bound: str = "renyi",
     interval: str = "clopper-pearson",
     nb_classes: int = 10,
+    fill: float | None = None,
 ) -> list[int]:
     """
     Stage sizes for sequential certification placed where the requested radii are decided: for each radius, the
@@ -445,9 +446,14 @@ def radius_stages(
     :param bound: The bound that decides.
     :param interval: The interval of `p1_lower` / `p2_upper`.
     :param nb_classes: The number of classes.
+    :param fill: With a ratio R > 1, stages are added so that consecutive sizes (up to `n`) grow by at most R,
+           rounded up: more stages, each at a smaller share of `alpha / 2`, for inputs whose samples are not all
+           correct (None: the radii's stages only).
     :return: Cumulative stage sizes, strictly increasing, below `n` (pass them as `stages`; `n` is appended there).
     """
     n = check_int(n, "n", 1)
+    if fill is not None and (isinstance(fill, bool) or not isinstance(fill, (int, float)) or not fill > 1):
+        raise ValueError(f"`fill` must be a ratio > 1 or None; got {fill!r}.")
     radii = sorted({float(r) for r in radii})
     stages = len(radii) + 1
     sizes: list[int] = []
@@ -455,6 +461,13 @@ def radius_stages(
         early = alpha / 2.0 / max(stages - 1, 1)
         found = {_all_correct_samples(r, n, early, scale, noise, bound, interval, nb_classes) for r in radii}
         sizes = sorted(m for m in found if m is not None and m < n)
+        if fill is not None and sizes:
+            grid = [sizes[0]]
+            for size in [*sizes[1:], n]:
+                while size / grid[-1] > fill:
+                    grid.append(int(np.ceil(grid[-1] * fill)))
+                grid.append(size)
+            sizes = sorted(set(grid) - {n})
         if len(sizes) + 1 == stages:
             break
         stages = len(sizes) + 1

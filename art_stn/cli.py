@@ -303,7 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="cumulative stage sizes of --sequential (default: 100,200,400,... below --n, then --n), or 'radii': "
         "a stage where each of --radii is decided for an input whose samples all agree (about 1.4x the samples an "
-        "oracle needs, where doubling overshoots up to 2x more)",
+        "oracle needs, where doubling overshoots up to 2x more), or 'radii:R': those stages with more added so "
+        "that consecutive stages grow by at most the ratio R (e.g. radii:1.5)",
+    )
+    certify.add_argument(
+        "--futility",
+        type=float,
+        default=None,
+        help="--sequential stops an example once optimistic bounds at this level say no larger radius of --radii "
+        "is reachable within --n (default: 0.001; larger stops sooner and may certify less)",
     )
     certify.add_argument("--skip", type=int, default=1, help="certify every K-th example")
     certify.add_argument("--max", type=int, default=None, help="certify at most M examples (default: all)")
@@ -429,12 +437,16 @@ def main(argv: list[str] | None = None) -> int:
             args.radii = _floats(args.radii, "--radii")
         if args.command == "certify":
             args.radii = None if args.radii is None else _floats(args.radii, "--radii")
+            args.fill = None
+            if args.stages is not None and args.stages.startswith("radii:"):
+                args.stages, args.fill = "radii", _floats(args.stages[6:], "--stages radii:R")[0]
             if args.stages is not None and args.stages != "radii":
                 args.stages = [int(v) for v in _floats(args.stages, "--stages")]
             if args.sequential and args.radii is None:
                 raise ValueError("--sequential needs --radii (the radii that decide when an example may stop).")
-            if args.stages is not None and not args.sequential:
-                raise ValueError("--stages applies to --sequential only.")
+            for flag in ("stages", "futility"):
+                if getattr(args, flag) is not None and not args.sequential:
+                    raise ValueError(f"--{flag} applies to --sequential only.")
             preset = dict(zip(("n", "n0", "alpha"), PROTOCOLS[args.protocol], strict=True))
             for key, value in preset.items():
                 if getattr(args, key) is None:

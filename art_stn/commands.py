@@ -21,7 +21,7 @@ from art_stn.art_trainer import (
     deterministic_trainer,
     plain_classifier,
 )
-from art_stn.certification import radius_stages
+from art_stn.certification import FUTILITY_LEVEL, radius_stages
 from art_stn.checkpoint import load_checkpoint
 from art_stn.classifier import STNClassifier
 from art_stn.confidence import stage_schedule
@@ -325,9 +325,8 @@ def certify(args: argparse.Namespace) -> None:
     x, y = _load(args)
     _check_shape(x, clf, args)
     if args.stages == "radii":
-        args.stages = radius_stages(
-            args.n, args.alpha, args.radii, float(clf.scale), clf.noise, clf.bound, clf.interval, clf.nb_classes
-        )
+        settings = (float(clf.scale), clf.noise, clf.bound, clf.interval, clf.nb_classes, args.fill)
+        args.stages = radius_stages(args.n, args.alpha, args.radii, *settings)
     indices = np.arange(0, len(x), args.skip)[: args.max]
     target = out
     if ctx.distributed:  # rank r certifies the r-th, (r+K)-th, ... examples into its own shard file
@@ -354,6 +353,7 @@ def certify(args: argparse.Namespace) -> None:
         sequential=args.sequential,
         stages=args.stages,
         merged=out if ctx.distributed else None,
+        futility=FUTILITY_LEVEL if args.futility is None else args.futility,
     )
     if ctx.distributed:
         barrier()

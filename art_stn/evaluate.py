@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from art_stn.certification import BOUNDS
+from art_stn.certification import BOUNDS, FUTILITY_LEVEL
 from art_stn.confidence import check_alpha, check_interval, stage_schedule
 from art_stn.metrics import (
     certified_accuracy,
@@ -70,6 +70,7 @@ def certify_to_file(
     sequential: bool = False,
     stages: Sequence[int] | None = None,
     merged: str | Path | None = None,
+    futility: float = FUTILITY_LEVEL,
 ) -> Path:
     """
     Certify examples and write one line per example as it is certified (flushed), resumably.
@@ -108,6 +109,8 @@ def certify_to_file(
     :param stages: Cumulative stage sizes of sequential certification (default: the library's schedule).
     :param merged: A distributed run's merged results file, when `out` is this rank's shard: with `resume` it is
            checked as `out` would be (same settings and columns) and the examples it holds are skipped.
+    :param futility: Sequential certification's futility level (see
+           :meth:`~art_stn.STNClassifier.certify_report`), recorded with the stages.
     :return: The path of the results file.
     """
 
@@ -123,7 +126,8 @@ def certify_to_file(
             raise ValueError("sequential certification needs `n0 >= 1`.")
         sizes, _ = stage_schedule(n, alpha, stages)
         radii = sorted({float(r) for r in radii})
-        extra.update({"sequential": True, "radii": radii, "stages": sizes})
+        futility = check_alpha(futility, "futility")
+        extra.update({"sequential": True, "radii": radii, "stages": sizes, "futility": futility})
     if len(x) != len(y) or len(x) != len(indices):
         raise ValueError(f"`x`, `y` and `indices` must have one length; got {len(x)}, {len(y)}, {len(indices)}.")
     bounds = list(BOUNDS[classifier.noise])
@@ -167,7 +171,7 @@ def certify_to_file(
     group = max(1, batch_size // ((sizes[0] if sequential else n) + n0))
     options: dict[str, Any] = {"interval": interval}
     if sequential:
-        options.update({"radii": radii, "sequential": True, "stages": sizes})
+        options.update({"radii": radii, "sequential": True, "stages": sizes, "futility": futility})
     warned = False
     if verbose and todo and not sequential and n + n0 > 10_000:  # a long run says so before its first example
         probe, began = min(n, 1_000), time.perf_counter()

@@ -46,8 +46,9 @@ RESULTS_MAGIC = "# art-stn"
 #: Version of the seeded noise streams, recorded in results files: files written with other streams do not resume.
 NOISE_STREAMS = 2
 #: Settings that files written by earlier art-stn versions left out when they held these values: a file without one is
-#: read as holding the value (`interval` was recorded only when it was not Clopper-Pearson).
-LEGACY_DEFAULTS: dict[str, Any] = {"interval": "clopper-pearson"}
+#: read as holding the value (`interval` was recorded only when it was not Clopper-Pearson; sequential runs' futility
+#: level was not recorded while it was fixed at 1e-3).
+LEGACY_DEFAULTS: dict[str, Any] = {"interval": "clopper-pearson", "futility": 1e-3}
 #: Settings that do not change a row (`compile_forward`: only the order of floating-point operations, and a run may
 #: switch to the compiled forward part-way): not compared on resume.
 IGNORED_SETTINGS = ("batch_size", "compile_forward")

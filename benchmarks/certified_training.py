@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +57,9 @@ CERTIFY = ["--protocol", "tight", "--skip", "20", "--seed", "0"]  # n = 10,000, 
 # decided by Cohen et al.'s CERTIFY, one by the Renyi bound (`-cohen.tsv`, `-renyi.tsv`).
 FULL_RADII = "0,0.25,0.5,0.75,1,1.25,1.5,1.58,1.75"
 FULL_CERTIFY = ["--protocol", "cohen", "--sequential", "--stages", "radii", "--radii", FULL_RADII, *CERTIFY[2:]]
+# The schedule chosen on training images by benchmarks/sequential_schedule.py (its JSON's `chosen`), measured on the
+# same 500 test images for the Gaussian model (`-cohen-chosen.tsv`) beside the package's `--stages radii`.
+SCHEDULE = FULL / "schedule-gaussian.json"
 LBD = {0.25: 10.0, 0.5: 5.0, 1.0: 5.0}  # Jeong & Shin's MNIST lambda
 BATCH = {"consistency": 128}  # their code splits each batch of 256 into m = 2 steps of 128 inputs
 ART_METHODS = ("macer", "smoothadv", "smoothmix")
@@ -91,9 +95,11 @@ def tag(method: str, sigma: float) -> str:
 def jobs() -> list[Job]:
     """
     :return: Every job, in the order the streams take them: table a (consistency and its Gaussian baseline at each
-             sigma before STN), then the ART methods, STN at gamma = 2, and the full protocol: each model decided by
-             CERTIFY first, then by the Renyi bound once every model has its CERTIFY run (the Renyi bound's
-             ceiling, 1.59 at sigma 0.5, makes it about four times slower per image).
+             sigma before STN), then the ART methods, STN at gamma = 2 (both sigmas, table a, before the second
+             full-protocol model), and the full protocol: each model decided by CERTIFY first (the Gaussian model
+             once more under the schedule chosen on training images), then by the Renyi bound once every model has
+             its CERTIFY run (the Renyi bound's ceiling, 1.59 at sigma 0.5, makes it about four times slower per
+             image).
     """
     a = [("consistency", 0.5), ("gaussian", 0.5), ("stn", 0.5), ("consistency", 1.0), ("stn", 1.0), ("gaussian", 1.0)]
     done = [Job(m, s) for m, s in a] + [Job(m, 0.5) for m in ART_METHODS]
@@ -101,7 +107,8 @@ def jobs() -> list[Job]:
     full.append(Job("stn", 0.5, 2.0, FULL_EPOCHS, FULL, ("cohen",)))
     renyi = [replace(job, bounds=("renyi",)) for job in full]
     stn2 = [Job("stn", s, gamma=2.0) for s in (0.5, 1.0)]
-    return done + [full[0], stn2[0], full[1], stn2[1], full[2], *renyi]
+    chosen = replace(full[0], bounds=("cohen-chosen",))
+    return done + [full[0], *stn2, full[1], chosen, full[2], *renyi]
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -206,7 +213,13 @@ def run_job(job: Job, log: Path) -> None:
         run(args, log)
     if job.folder == FULL:
         for bound in job.bounds:
-            cert = ["certify", "--checkpoint", str(ckpt), "--dataset", "mnist", *FULL_CERTIFY, "--bound", bound]
+            cert = ["certify", "--checkpoint", str(ckpt), "--dataset", "mnist", *FULL_CERTIFY, "--bound", bound[:5]]
+            if bound == "cohen-chosen":
+                chosen = json.loads(SCHEDULE.read_text())
+                schedule = chosen["schedules"][chosen["chosen"]]
+                stages = ",".join(str(m) for m in schedule["stages"])
+                cert[cert.index("radii")] = stages
+                cert += ["--futility", f"{schedule['futility']:g}"]
             run([*cert, "--out", str(out / f"{job.name}-{bound}.tsv"), "--resume", "--quiet"], log)
         finish(ckpt)
         return
@@ -301,7 +314,8 @@ def status(out: Path) -> None:
             continue  # shown with the job that certifies the same model by CERTIFY
         folder = out if job.folder == OUT else job.folder
         done, seconds = checkpoint_state(folder / f"{job.name}.pt")
-        files = {b: folder / f"{job.name}-{b}.tsv" for b in ("cohen", "renyi")} if job.folder == FULL else {}
+        kinds = ("cohen-chosen",) if job.bounds == ("cohen-chosen",) else ("cohen", "renyi")
+        files = {b: folder / f"{job.name}-{b}.tsv" for b in kinds} if job.folder == FULL else {}
         files = files or {"": folder / f"{job.name}.tsv"}
         rows = {b: sum(1 for line in f.open() if line[:1].isdigit()) if f.exists() else 0 for b, f in files.items()}
         per = f"{seconds / done:.0f} CPU s/epoch" if done else "-"
@@ -322,7 +336,7 @@ def summarize(out: Path) -> None:
 
     x, y = load_dataset("mnist", None, train=False)
     for job in jobs():
-        if job.bounds == ("renyi",):
+        if job.bounds in (("renyi",), ("cohen-chosen",)):
             continue  # the same model as its CERTIFY job
         path = (out if job.folder == OUT else job.folder) / f"{job.name}.pt"
         if not path.exists():

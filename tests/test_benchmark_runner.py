@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -38,9 +40,51 @@ def test_art_methods_train_the_epochs_nearest_the_budget(runner, monkeypatch, tm
 
 def test_every_full_protocol_model_is_decided_by_certify_before_any_by_renyi(runner):
     """The Renyi runs (about four times slower per image) wait until each model has its CERTIFY run."""
-    full = [job for job in runner.jobs() if job.folder == runner.FULL]
+    full = [job for job in runner.jobs() if job.folder == runner.FULL and job.bounds != ("cohen-chosen",)]
     kinds = [job.bounds for job in full]
     assert kinds == [("cohen",)] * 3 + [("renyi",)] * 3
     assert [job.name for job in full[:3]] == [job.name for job in full[3:]]
-    runs = [(job.folder, job.name) for job in runner.jobs() if job.bounds != ("renyi",)]
-    assert len(runs) == len(set(runs))  # one job per model and folder, apart from the Renyi pass
+    chosen = [i for i, job in enumerate(runner.jobs()) if job.bounds == ("cohen-chosen",)]
+    first_renyi = next(i for i, job in enumerate(runner.jobs()) if job.bounds == ("renyi",))
+    assert len(chosen) == 1 and chosen[0] < first_renyi and runner.jobs()[chosen[0]].name == "gaussian-sigma0.5"
+    runs = [(job.folder, job.name) for job in runner.jobs() if job.bounds not in (("renyi",), ("cohen-chosen",))]
+    assert len(runs) == len(set(runs))  # one job per model and folder, apart from the Renyi and chosen-schedule runs
+
+
+@pytest.fixture(scope="module")
+def replay():
+    spec = importlib.util.spec_from_file_location("sequential_schedule", ROOT / "benchmarks/sequential_schedule.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_schedule_replay_starts_from_the_package_schedule_and_fills_its_gaps(replay):
+    """The replay's baseline is exactly `--stages radii`; a fill never lets consecutive stages grow by more than it
+    (rounded up to whole samples), and the early stages share alpha / 2 whatever their number."""
+    from art_stn.certification import radius_stages
+
+    base, alphas = replay.schedule(None)
+    assert base == radius_stages(replay.N, replay.ALPHA, replay.RADII, replay.SIGMA, "gaussian", "cohen") + [replay.N]
+    assert sum(alphas) == pytest.approx(replay.ALPHA) and alphas[-1] == replay.ALPHA / 2
+    for fill in (2.0, 1.5):
+        sizes, alphas = replay.schedule(fill)
+        assert len(sizes) > len(base) and sizes[-1] == replay.N
+        assert all(b <= math.ceil(a * fill) for a, b in zip(sizes, sizes[1:], strict=False))
+        assert sum(alphas[:-1]) == pytest.approx(replay.ALPHA / 2)
+
+
+def test_the_chosen_schedule_reaches_the_certify_command(runner, monkeypatch, tmp_path):
+    """The Gaussian model's second CERTIFY run takes its stages and futility level from the committed choice."""
+    commands = []
+    monkeypatch.setattr(runner, "checkpoint_state", lambda path: (90, 1.0))
+    monkeypatch.setattr(runner, "run", lambda cmd, log: commands.append(cmd))
+    monkeypatch.setattr(runner, "finish", lambda ckpt: None)
+    job = next(job for job in runner.jobs() if job.bounds == ("cohen-chosen",))
+    runner.run_job(job, tmp_path / "log")
+    (cmd,) = commands
+    choice = json.loads(runner.SCHEDULE.read_text())
+    schedule = choice["schedules"][choice["chosen"]]
+    assert cmd[cmd.index("--stages") + 1] == ",".join(map(str, schedule["stages"]))
+    assert float(cmd[cmd.index("--futility") + 1]) == schedule["futility"]
+    assert cmd[cmd.index("--bound") + 1] == "cohen" and cmd[cmd.index("--out") + 1].endswith("-cohen-chosen.tsv")

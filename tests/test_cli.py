@@ -3,6 +3,7 @@ kill, and clear errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -524,3 +525,35 @@ def test_certify_bar_counts_inputs_once_per_pass(digits_classifier, digits, caps
     err = capsys.readouterr().err
     assert "certify: select (n0=10)" in err and "certify: estimate (n=50)" in err and "6/6" in err
     assert "/12" not in err  # not two passes' worth of inputs
+
+
+def test_sequential_futility_and_filled_stages_are_recorded_and_resumed_exactly(checkpoint, tmp_path, capsys):
+    """`--futility` and `--stages radii:R` reach the run and its header; a file whose futility differs is not
+    continued, and a file from before futility was recorded (fixed at 1e-3 then) continues under the default."""
+    out = tmp_path / "seq.tsv"
+    base = ["certify", "--checkpoint", checkpoint, "--dataset", "digits", "--n", "2000", "--n0", "50", "--max", "3"]
+    base += ["--sequential", "--radii", "0.1,0.3", "--out", out, "--quiet"]
+    code, err = call(capsys, *base, "--stages", "radii:1.5", "--futility", "0.05")
+    assert code == 0, err
+    meta, table, _ = read_results(out, expect="certify")
+    assert meta["futility"] == 0.05 and len(table["idx"]) == 3
+    stages = meta["stages"]
+    assert stages[-1] == 2000 and all(b <= -(-a * 3 // 2) for a, b in zip(stages, stages[1:], strict=False))
+    code, err = call(capsys, *base, "--stages", "radii:1.5", "--resume", "--max", "4")
+    assert code == 2 and "futility" in err and "0.05" in err  # the default, 1e-3, is another run
+    code, err = call(capsys, *base, "--stages", "radii:1.5", "--futility", "0.05", "--resume", "--max", "4")
+    assert code == 0, err
+    legacy = tmp_path / "legacy.tsv"
+    meta.pop("futility")
+    lines = out.read_text().splitlines()
+    legacy.write_text("\n".join([f"# art-stn certify {json.dumps(meta)}", *lines[1:]]) + "\n")
+    args = [*base[:-3], "--out", legacy, "--quiet", "--stages", ",".join(map(str, stages[:-1]))]
+    code, err = call(capsys, *args, "--resume", "--max", "5")
+    assert code == 0, err
+    assert "futility" not in read_results(legacy, expect="certify")[0]  # the header stays as it was
+    assert len(read_results(legacy, expect="certify")[1]["idx"]) == 5
+    for flag in (["--futility", "0.05"], ["--stages", "radii:1.5"]):
+        code, err = call(capsys, *base[:-6], "--out", tmp_path / "x.tsv", *flag)
+        assert code == 2 and f"{flag[0]} applies to --sequential only" in err
+    code, err = call(capsys, *base, "--futility", "1.5", "--overwrite")
+    assert code == 2 and "futility" in err
