@@ -162,17 +162,21 @@ def findings(runs: dict) -> list[str]:
         mean, low, high = interval(acr(a, "cohen") - acr(b, "cohen"))
         verdict = "beats" if low > 0 else "falls behind" if high < 0 else "does not differ measurably from"
         out.append(
-            f"- At sigma = {sigma:g}, **{NAMES[method]}{budget(method, run)} {verdict} Gaussian augmentation**: ACR "
-            f"(CERTIFY) {mean:+.3f} [{low:+.3f}, {high:+.3f}] on {len(a['idx'])} paired images."
+            f"- At sigma = {sigma:g}, **{NAMES[method]}{budget(method, run, runs)} {verdict} Gaussian "
+            f"augmentation**: ACR (CERTIFY) {mean:+.3f} [{low:+.3f}, {high:+.3f}] on {len(a['idx'])} paired images."
         )
     return [*out, ""] if out else []
 
 
-def budget(method: str, run: dict) -> str:
-    """:return: For a run outside table (a), the epochs it trained in table (b)'s budget; empty otherwise."""
+def budget(method: str, run: dict, runs: dict) -> str:
+    """:return: For a run outside table (a), the epochs it trained and the share of table (b)'s budget (the
+    consistency run's training CPU time at sigma 0.5) they used; empty otherwise."""
     if method in TABLE_A or not run["train"]:
         return ""
-    return f", given {run['train']['epochs']} epochs in the consistency run's CPU time (table b),"
+    hours, base = training_hours(run), runs.get(("consistency", 0.5))
+    limit = None if base is None else training_hours(base)
+    used = f" ({100 * hours / limit:.0f}% of the consistency run's CPU time, table b)" if hours and limit else ""
+    return f", given {run['train']['epochs']} epochs{used},"
 
 
 def curve(table: dict[str, np.ndarray], bound: str, radii=RADII) -> np.ndarray:
