@@ -440,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             args.fill = None
             if args.stages is not None and args.stages.startswith("radii:"):
                 args.stages, args.fill = "radii", _floats(args.stages[6:], "--stages radii:R")[0]
+                if not args.fill > 1:
+                    raise ValueError(f"--stages radii:R needs a ratio R > 1; got {args.fill:g}.")
             if args.stages is not None and args.stages != "radii":
                 args.stages = [int(v) for v in _floats(args.stages, "--stages")]
             if args.sequential and args.radii is None:

@@ -557,3 +557,5 @@ def test_sequential_futility_and_filled_stages_are_recorded_and_resumed_exactly(
         assert code == 2 and f"{flag[0]} applies to --sequential only" in err
     code, err = call(capsys, *base, "--futility", "1.5", "--overwrite")
     assert code == 2 and "futility" in err
+    code, err = call(capsys, *base, "--stages", "radii:1", "--overwrite")
+    assert code == 2 and "--stages radii:R needs a ratio R > 1" in err
