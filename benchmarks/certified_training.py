@@ -213,7 +213,8 @@ def run_job(job: Job, log: Path) -> None:
         run(args, log)
     if job.folder == FULL:
         for bound in job.bounds:
-            cert = ["certify", "--checkpoint", str(ckpt), "--dataset", "mnist", *FULL_CERTIFY, "--bound", bound[:5]]
+            decider = bound.removesuffix("-chosen")  # the chosen-schedule run is decided by CERTIFY too
+            cert = ["certify", "--checkpoint", str(ckpt), "--dataset", "mnist", *FULL_CERTIFY, "--bound", decider]
             if bound == "cohen-chosen":
                 chosen = json.loads(SCHEDULE.read_text())
                 schedule = chosen["schedules"][chosen["chosen"]]
