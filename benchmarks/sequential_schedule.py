@@ -67,6 +67,7 @@ class Draws:
         self.forward = CompiledForward(clf.model, CHUNK)
         self.preds = [np.zeros(0, dtype=np.uint8) for _ in range(len(x))]
         self.seconds = 0.0  # CPU seconds spent drawing, the cached draws' included
+        self.unsaved = False  # new draws since the cache was read or written
         if path.is_file():
             with np.load(path) as cached:
                 self.preds = [cached[f"i{i}"] for i in range(len(x))]
@@ -83,11 +84,15 @@ class Draws:
                 pred = self.clf._logits(noisy, self.forward).argmax(1).numpy().astype(np.uint8)
             self.seconds += time.process_time() - start
             self.preds[i] = np.concatenate([self.preds[i], pred])
+            self.unsaved = True
         return self.preds[i][:m]
 
     def save(self) -> None:
-        """Write the cache."""
+        """Write the cache, when anything was drawn since it was last read or written."""
+        if not self.unsaved:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.unsaved = False
         np.savez_compressed(self.path, seconds=self.seconds, **{f"i{i}": p for i, p in enumerate(self.preds)})
 
 
