@@ -181,6 +181,17 @@ def test_reproduce_page_quotes_the_committed_demo_results():
     assert re.fullmatch(r"[0-9a-f]{40}", commit) and f"`{commit[:12]}`" in expected
 
 
+def test_pages_quote_the_readme_set_up_as_it_is():
+    """Installation and the examples' README quote the README's set-up command (the one `.ci/run` runs) verbatim."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"^## Set-up.*?^```bash\n(.*?)^```", readme, re.DOTALL | re.MULTILINE).group(1)
+    install = block.splitlines()[0]
+    assert install.startswith("pip install ")
+    for page in (ROOT / "docs" / "installation.md", ROOT / "examples" / "README.md"):
+        text = re.sub(r"\s*\n\s*", " ", page.read_text())
+        assert install in text, f"{page.name} does not quote the README's set-up command {install!r}"
+
+
 def test_reproduce_page_leads_with_its_findings():
     text = (ROOT / "docs" / "reproduce.md").read_text()
     headings = re.findall(r"^## (.*)$", text, re.MULTILINE)
@@ -206,10 +217,14 @@ def test_certified_training_page_is_regenerated_from_the_committed_results():
     results files, and every run it lists was certified with the same protocol."""
     module = docs_script("certified_training_report")
     page = (ROOT / "docs" / "certified-training.md").read_text()
-    expected = module.report(module.load())
-    assert docs_script("generated_block").between(page, module.BEGIN, module.END) == expected, (
+    runs = module.load()
+    between = docs_script("generated_block").between
+    assert between(page, module.BEGIN, module.END) == module.report(runs), (
         "docs/certified-training.md: run python docs/scripts/certified_training_report.py --write"
     )
+    answer = between(page, module.ANSWER_BEGIN, module.ANSWER_END)
+    assert answer == module.answer_block(runs), "the answer block: run certified_training_report.py --write"
+    assert page.index(answer) < page.index("## How it was run"), "the page opens with its answer"
 
 
 @pytest.mark.slow

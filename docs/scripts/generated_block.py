@@ -32,6 +32,8 @@ def main(description: str, page: Path, begin: str, end: str, make) -> int:
     :param begin: The opening marker.
     :param end: The closing marker.
     :param make: Called with `write` (bool): returns the block, and may write its own assets when `write` is set.
+                 It may return a list of blocks instead: the first is the one between `begin` and `end`, each
+                 other one is found on the page by its own first and last lines (its markers).
     :return: The exit status (1 when `--check` finds the page out of date).
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,17 +41,21 @@ def main(description: str, page: Path, begin: str, end: str, make) -> int:
     mode.add_argument("--write", action="store_true", help=f"replace the generated block of {page.name}")
     mode.add_argument("--check", action="store_true", help="exit 1 when the page's block differs")
     args = parser.parse_args()
-    new, text = make(args.write), page.read_text()
-    old = between(text, begin, end)
+    made, text = make(args.write), page.read_text()
+    made = [made] if isinstance(made, str) else list(made)
+    pairs = [(begin, end)] + [(block.splitlines()[0], block.splitlines()[-1]) for block in made[1:]]
+    olds = [between(text, b, e) for b, e in pairs]
     if args.write:
-        if not old:
+        if not all(olds):
             sys.exit(f"{page}: the markers are missing")
-        page.write_text(text.replace(old, new))
-        print(f"wrote the generated block of {page}")
+        for old, new in zip(olds, made, strict=True):
+            text = text.replace(old, new)
+        page.write_text(text)
+        print(f"wrote the generated blocks of {page}")
     elif args.check:
-        if old != new:
-            print(f"{page}: the generated block differs from the committed results; run the script with --write")
+        if olds != made:
+            print(f"{page}: a generated block differs from the committed results; run the script with --write")
             return 1
     else:
-        print(new)
+        print("\n\n".join(made))
     return 0
