@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -59,6 +60,16 @@ class CompiledForward:
         """
         self.model, self.batch_size, self.failed = model, batch_size, False
         self.compiled = torch.compile(model, dynamic=False)
+        if torch.cuda._is_compiled() and not torch.cuda.is_available():
+            # Compiling imports torch.utils.cpp_extension, whose import logs a guess of CUDA_HOME on a CUDA build
+            # without the runtime: noise about a compiler the CPU never uses. Import it once, quietly.
+            quiet = logging.getLogger("torch.utils.cpp_extension")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                importlib.import_module("torch.utils.cpp_extension")
+            finally:
+                quiet.setLevel(level)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """

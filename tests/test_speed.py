@@ -216,3 +216,25 @@ def test_compiled_sampling_agrees_up_to_floating_point_reordering():
     diff = np.abs(reports[True].counts - reports[False].counts).sum(axis=1)
     assert (diff <= 2 * 5).all(), diff
     assert (reports[True].prediction == reports[False].prediction).all()
+
+
+@pytest.mark.slow
+def test_compiling_on_a_machine_without_cuda_prints_no_cuda_home_guess(tmp_path):
+    """A CUDA build of torch on a machine without the CUDA runtime logs "No CUDA runtime is found, using CUDA_HOME=..."
+    when torch.compile first builds C++ kernels (it imports `torch.utils.cpp_extension`): noise in the middle of a CLI
+    run's output, about a compiler the CPU never uses. A `CompiledForward` keeps it out (a fresh process and an empty
+    compile cache, so that the kernels are built)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, art_stn.speed as s\n"
+        "from art_stn.models import build_model\n"
+        "f = s.CompiledForward(build_model('lenet').eval(), 8)\n"
+        "with torch.no_grad():\n    f(torch.zeros(8, 1, 28, 28))\n"
+        "assert not f.failed"
+    )
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True, env=env)
+    assert "No CUDA runtime" not in run.stderr + run.stdout
