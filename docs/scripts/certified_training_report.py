@@ -152,6 +152,17 @@ def paired(x: np.ndarray) -> str:
     return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
+def gain_over_gaussian(runs: dict, method: str, sigma: float) -> np.ndarray | None:
+    """
+    :return: Per image both certified, the method's `correct x radius` (CERTIFY) minus Gaussian augmentation's at
+             the same sigma (their mean is the ACR difference); None without both runs.
+    """
+    if (method, sigma) not in runs or ("gaussian", sigma) not in runs:
+        return None
+    a, b = shared(runs[(method, sigma)]["table"], runs[("gaussian", sigma)]["table"])
+    return acr(a, "cohen") - acr(b, "cohen")
+
+
 def findings(runs: dict) -> list[str]:
     """
     :return: One line per method and sigma: its ACR (CERTIFY) minus Gaussian augmentation's on the images both
@@ -159,14 +170,14 @@ def findings(runs: dict) -> list[str]:
     """
     out = []
     for (method, sigma), run in sorted(runs.items(), key=lambda kv: (kv[0][1], list(NAMES).index(kv[0][0]))):
-        if method == "gaussian" or ("gaussian", sigma) not in runs:
+        gain = None if method == "gaussian" else gain_over_gaussian(runs, method, sigma)
+        if gain is None:
             continue
-        a, b = shared(run["table"], runs[("gaussian", sigma)]["table"])
-        mean, low, high = interval(acr(a, "cohen") - acr(b, "cohen"))
+        mean, low, high = interval(gain)
         verdict = "beats" if low > 0 else "falls behind" if high < 0 else "does not differ measurably from"
         out.append(
             f"- At sigma = {sigma:g}, **{NAMES[method]}{budget(method, run, runs)} {verdict} Gaussian "
-            f"augmentation**: ACR (CERTIFY) {mean:+.3f} [{low:+.3f}, {high:+.3f}] on {len(a['idx'])} paired images."
+            f"augmentation**: ACR (CERTIFY) {mean:+.3f} [{low:+.3f}, {high:+.3f}] on {len(gain)} paired images."
         )
     return [*out, ""] if out else []
 
@@ -199,11 +210,9 @@ def answer(runs: dict) -> list[str]:
     :return: The page's answer first: the method to pick at this budget, by how much and how sure, and what the
              published rows say beyond the budget.
     """
-    gains = {}
-    for sigma in (0.5, 1.0):
-        if ("consistency", sigma) in runs and ("gaussian", sigma) in runs:
-            a, b = shared(runs[("consistency", sigma)]["table"], runs[("gaussian", sigma)]["table"])
-            gains[sigma] = (paired(acr(a, "cohen") - acr(b, "cohen")), len(a["idx"]))
+    gains = {
+        s: (paired(g), len(g)) for s in (0.5, 1.0) if (g := gain_over_gaussian(runs, "consistency", s)) is not None
+    }
     if not gains:
         return []
     cells = " and ".join(f"{d} at sigma = {s:g}" for s, (d, _) in gains.items())
@@ -224,12 +233,7 @@ def answer(runs: dict) -> list[str]:
             " In the same CPU time, ART's MACER, SmoothAdv and SmoothMix train only a few epochs on this CPU and do "
             "not beat Gaussian augmentation."
         )
-    stn = {
-        s: paired(acr(a, "cohen") - acr(b, "cohen"))
-        for s in (0.5, 1.0)
-        if ("stn-gamma2", s) in runs and ("gaussian", s) in runs
-        for a, b in [shared(runs[("stn-gamma2", s)]["table"], runs[("gaussian", s)]["table"])]
-    }
+    stn = {s: paired(g) for s in (0.5, 1.0) if (g := gain_over_gaussian(runs, "stn-gamma2", s)) is not None}
     if stn:
         out[0] += (
             " STN, the paper's method, adds little at its published stability weight (gamma = 2): "
@@ -314,7 +318,7 @@ def sigma_section(runs: dict, sigma: float, methods: tuple[str, ...]) -> list[st
         for i, r in enumerate(radii):
             cells = [f"{100 * d[0][i]:+.1f} [{100 * d[1][i]:+.1f}, {100 * d[2][i]:+.1f}]" for d in diffs.values()]
             out.append(f"| {r:g} | " + " | ".join(cells) + " |")
-        cells = [paired(acr(a, "cohen") - acr(b, "cohen")) for a, b in pairs.values()]
+        cells = [paired(gain_over_gaussian(runs, m, sigma)) for m in others]
         out.append("| ACR | " + " | ".join(cells) + " |")
     return [*out, ""]
 
@@ -373,8 +377,7 @@ def equal_compute(runs: dict) -> list[str]:
         at = ", ".join(f"{100 * a:.1f}" for a in curve(t, "cohen", (0.5, 1.0, 1.5)))
         diff = gain = "–"
         if base is not None and m != "gaussian":
-            a, b = shared(t, base["table"])
-            d = acr(a, "cohen") - acr(b, "cohen")
+            d = gain_over_gaussian(runs, m, sigma)
             diff, extra = paired(d), None if hours is None else hours - (training_hours(base) or 0.0)
             if extra and extra > 0:
                 gains[m] = d.mean() / extra

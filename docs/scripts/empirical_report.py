@@ -232,13 +232,14 @@ def certified_versus_attacked() -> list[str]:
              another class (not an abstention): a certificate holds for the smoothed classifier, so only the latter
              contradict it (each certificate may fail with probability alpha = 0.001).
     """
-    rows = []
+    rows, protocols = [], set()
     for stem in SMOOTHED:
         folder = CERTIFIED if stem in ("stn-sigma0.5", "stn-sigma1") else RESULTS
         cert_path, attacks = folder / f"{stem}.tsv", [RESULTS / f"{stem}-{a}.tsv" for a in ("cw-l2", "pgd-l2")]
         if not cert_path.is_file() or not any(p.is_file() for p in attacks):
             continue
-        _, cert, _ = read_results(cert_path, expect="certify")
+        meta, cert, _ = read_results(cert_path, expect="certify")
+        protocols.add(f"N = {meta['n']:,}, alpha = {meta['alpha']:g}")
         radius = {
             int(i): r if p == y else -1.0
             for i, p, y, r in zip(cert["idx"], cert["predict"], cert["label"], cert["radius_cohen"], strict=True)
@@ -271,11 +272,11 @@ def certified_versus_attacked() -> list[str]:
         return []
     pairs, contradicted = sum(int(r[3]) for r in rows), sum(int(r[5]) for r in rows)
     return [
-        "Each image Cohen-certified (CERTIFY, N = 10,000, alpha = 0.001) at a radius of at least the attack size, "
-        "against the L2 attacks at that size: how many the attack broke (its n = 100 prediction wrong or abstaining) "
-        "and how many it moved to another class. A certificate speaks of the smoothed classifier, so an abstention "
-        f"does not contradict it; a move to another class would. Of {pairs:,} (certificate, attack) pairs, "
-        f"{contradicted} {'is' if contradicted == 1 else 'are'} contradicted.",
+        f"Each image Cohen-certified (CERTIFY, {'; '.join(sorted(protocols))}) at a radius of at least the "
+        "attack size, against the L2 attacks at that size: how many the attack broke (its n = 100 prediction "
+        "wrong or abstaining) and how many it moved to another class. A certificate speaks of the smoothed "
+        "classifier, so an abstention does not contradict it; a move to another class would. Of "
+        f"{pairs:,} (certificate, attack) pairs, {contradicted} {'is' if contradicted == 1 else 'are'} contradicted.",
         "",
         *table(rows, ["model", "attack", "size", "certified at >= size", "broken", "moved to another class"]),
     ]
@@ -383,11 +384,12 @@ def claim1_verdict(label: str, a: dict | None, b: dict | None) -> list[str]:
 def verdicts() -> list[str]:
     """:return: One verdict per claim of the paper that the committed results can judge, with paired intervals."""
     out = []
+    white = {norm: [white_box(stem, norm) for stem in ("stn-sigma0.7", "trades")] for norm in NORMS}
     for norm in NORMS:  # claim 1
-        out += claim1_verdict(NORMS[norm], white_box("stn-sigma0.7", norm), white_box("trades", norm))
+        out += claim1_verdict(NORMS[norm], *white[norm])
     cw = [worst(load(stem, "cw-l2")) for stem in ("stn-sigma0.7", "trades")]
     out += claim1_verdict("L2, C&W alone: the paper's L2 attack", *cw)
-    both = [white_box("stn-sigma0.7", "l2"), white_box("trades", "l2")]
+    both = white["l2"]
     sizes = sorted(set(cw[0] or {}) & set(cw[1] or {}) & set(both[0] or {}) & set(both[1] or {}) - {0.0})
     if sizes:
         e = sizes[-1]
