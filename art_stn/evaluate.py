@@ -28,6 +28,7 @@ from art_stn.metrics import (
 )
 from art_stn.results import (
     check_resume,
+    directed,
     follow_recorded_layout,
     model_settings,
     open_results,
@@ -196,16 +197,16 @@ def certify_to_file(
                         int(indices[i]),
                         int(y[i]),
                         int(rep.prediction[j]),
-                        f"{rep.radius[j]:.6g}",
-                        *[f"{rep.radii[b][j]:.6g}" for b in bounds],
-                        f"{rep.p1_lower[j]:.8g}",
-                        f"{rep.p2_upper[j]:.8g}",
+                        directed(rep.radius[j], 6),
+                        *[directed(rep.radii[b][j], 6) for b in bounds],
+                        directed(rep.p1_lower[j], 8),
+                        directed(rep.p2_upper[j], 8, up=True),
                         *([int(rep.top[j])] if "top" in columns else []),
                         int(c1),
                         int(c2),
                         int(rep.prediction[j] == y[i]),
                         *(
-                            [int(rep.samples[j]), f"{rep.certified_radius[j]:g}", int(rep.counts[j].sum())]
+                            [int(rep.samples[j]), repr(float(rep.certified_radius[j])), int(rep.counts[j].sum())]
                             + [f"{rep.stage_alpha[j]:.17g}"]
                             if sequential
                             else []

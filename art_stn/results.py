@@ -15,6 +15,7 @@ import json
 import os
 import warnings
 from collections.abc import Sequence
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "RESULTS_MAGIC",
     "check_resume",
     "complete_lines",
+    "directed",
     "follow_recorded_layout",
     "merge_results",
     "model_settings",
@@ -209,6 +211,26 @@ def complete_lines(path: Path) -> list[str]:
     text = path.read_text(encoding="utf-8", errors="replace")
     lines = text.splitlines()
     return lines if text.endswith("\n") or not lines else lines[:-1]
+
+
+def directed(value: float, digits: int, up: bool = False) -> str:
+    """
+    Write a number in `digits` significant digits rounded toward minus infinity (or plus infinity), so that a
+    written certificate never claims more than the computed one: radii and `p1_lower` are written down, `p2_upper`
+    up. Reading the text back gives a float on the same side of `value` (it is exactly representable).
+
+    :param value: The number.
+    :param digits: Significant digits.
+    :param up: Round toward plus infinity instead.
+    :return: The text.
+    """
+    value = float(value)
+    if not np.isfinite(value) or value == 0.0:
+        return f"{value:g}"
+    exact = Decimal(value)
+    quantum = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+    rounded = exact.quantize(quantum, rounding=ROUND_CEILING if up else ROUND_FLOOR)
+    return f"{float(rounded):.{digits}g}"
 
 
 def results_header(kind: str, meta: dict[str, Any], columns: Sequence[str]) -> str:

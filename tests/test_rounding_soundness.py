@@ -58,3 +58,39 @@ def test_float_radii_never_exceed_their_exact_values(pair, sigma):
     assert laplace_l1_radius(p1, p2, sigma) <= _exact_laplace(p1, p2, sigma)
     if p1 > 0.5:
         assert cohen_certify_l2_radius(p1, sigma) <= _exact_cohen(p1, 1.0 - p1, sigma)
+
+
+def test_results_files_never_round_a_certificate_up(digits_classifier, digits, tmp_path, monkeypatch):
+    """The written radii are what `art-stn plot`, `summary` and every report read: a radius just below a radius asked
+    about (1.5799996 written as 1.58 by six-digit rounding) would be counted certified at 1.58. Each written radius
+    and `p1_lower` is at most, and `p2_upper` at least, its computed value; `certified_radius` is written exactly."""
+    from dataclasses import replace
+
+    from art_stn.evaluate import certify_to_file, read_results
+
+    x, y = digits
+    clf = digits_classifier(scale=0.25)
+    real = clf.certify_report
+    just_below = 1.5799996
+
+    def report(*args, **kwargs):
+        rep = real(*args, **kwargs)
+        k = len(rep.radius)
+        radii = {b: np.full(k, just_below) for b in rep.radii}
+        p1, p2 = np.full(k, 0.123456789012), np.full(k, 0.0123456789012)
+        return replace(rep, radius=np.full(k, just_below), radii=radii, p1_lower=p1, p2_upper=p2)
+
+    monkeypatch.setattr(clf, "certify_report", report)
+    out = certify_to_file(clf, x[:2], y[:2], np.arange(2), tmp_path / "c.tsv", n=32, n0=8, alpha=0.05, verbose=False)
+    _, table, _ = read_results(out)
+    for column in [c for c in table if c.startswith("radius")]:
+        assert np.all(table[column] <= just_below), (column, table[column])
+    assert np.all(table["p1_lower"] <= 0.123456789012) and np.all(table["p2_upper"] >= 0.0123456789012)
+    third = 1 / 3 + 1 / 3  # a requested radius that six digits round up (0.666667)
+    monkeypatch.setattr(clf, "certify_report", real)
+    out = certify_to_file(
+        clf, x[:2], y[:2], np.arange(2), tmp_path / "s.tsv", n=200, n0=8, alpha=0.05, verbose=False,
+        radii=[0.0, third], sequential=True,
+    )  # fmt: skip
+    _, table, _ = read_results(out)
+    assert set(table["certified_radius"]) <= {-1.0, 0.0, third}, table["certified_radius"]
