@@ -434,10 +434,14 @@ def verdicts() -> list[str]:
         sizes = sorted(set(boundary or {}) & set(white or {}) - {0.0})
         if sizes:
             ds = [difference(boundary, white, e) for e in sizes]
+            weaker = [f"{e:g}" for e, d in zip(sizes, ds, strict=True) if d[1] > 0]
+            stronger = [f"{e:g}" for e, d in zip(sizes, ds, strict=True) if d[2] < 0]
             out.append(
                 f"- Claim 4 ({FIGURE3[stem]}) Boundary minus white box, L2: "
                 + ", ".join(f"{cell(d)} at {e:g}" for e, d in zip(sizes, ds, strict=True))
-                + f". **{'Reproduced' if all(d[1] >= 0 for d in ds) else 'Not reproduced'}.**"
+                + f"; the Boundary attack is weaker at {', '.join(weaker) or 'no size'} and stronger at "
+                f"{', '.join(stronger) or 'no size'} (intervals clear of zero). "
+                f"**{'Reproduced' if weaker and not stronger else 'Not reproduced'}.**"
             )
     costs = {stem: cost for stem in ("trades", "stn-sigma0.7") if (cost := epoch_cost(stem)) is not None}
     if len(costs) == 2:  # claim 5
