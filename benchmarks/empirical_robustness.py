@@ -159,7 +159,7 @@ def jobs() -> list[Job]:
         Job("transfer-figure3", transfers(STN[0.7]) + transfers(TRADES), needs=(MADRY, TRADES, STN[0.7])),
         Job("gaussian-sigma0.7", attacks(GAUSSIAN) + (certify(GAUSSIAN),), trains=GAUSSIAN),
         Job("strength-stn-sigma0.7", strength(STN[0.7]), needs=(STN[0.7],)),
-        Job("boundary", tuple(boundary(m) for m in (STN[0.7], TRADES, MADRY)), needs=(STN[0.7], TRADES, MADRY)),
+        Job("boundary", tuple(boundary(m) for m in (TRADES, MADRY, STN[0.7])), needs=(STN[0.7], TRADES, MADRY)),
         Job("sweep", attacks(STN[0.5]) + attacks(STN[1.0]), needs=(STN[0.5], STN[1.0])),
         Job("stn-sigma0.25", attacks(STN[0.25]) + (certify(STN[0.25]),), trains=STN[0.25]),
         Job("consistency-sigma0.7", attacks(CONSISTENCY) + (certify(CONSISTENCY),), trains=CONSISTENCY),

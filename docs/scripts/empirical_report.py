@@ -245,7 +245,10 @@ def certified_versus_attacked() -> list[str]:
             for i, p, y, r in zip(cert["idx"], cert["predict"], cert["label"], cert["radius_cohen"], strict=True)
         }
         for path in filter(Path.is_file, attacks):
-            _, t, _ = read_results(path, expect="attack")
+            attack_meta, t, _ = read_results(path, expect="attack")
+            finished = len(t["idx"]) == attack_meta["examples"] * len(set(t["eps"]))
+            if not finished or not set(t["idx"].astype(int)) <= set(radius):
+                continue  # a run still under way, or images not yet certified: finished files only
             for e in sorted(set(t["eps"]) - {0.0}):
                 rows_e = [
                     (int(i), c, p, y)
