@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from art.estimators.classification.pytorch import PyTorchClassifier
 from tqdm.auto import tqdm
 
 from art_stn.checkpoint import model_from_checkpoint
@@ -33,6 +34,7 @@ __all__ = [
     "DETERMINISTIC",
     "DETERMINISTIC_METHODS",
     "ARTEstimatorTrainer",
+    "PlainClassifier",
     "art_settings",
     "deterministic_trainer",
     "plain_classifier",
@@ -314,6 +316,49 @@ def art_settings(text: str, method: str) -> dict[str, float | int | None]:
     return defaults
 
 
+class PlainClassifier(PyTorchClassifier):
+    """
+    ART's `PyTorchClassifier` for a model without noise, taking inputs of any float dtype as float32, the model's:
+    ART's decision-based attacks query in float64 (BoundaryAttack's random steps), which ART's class hands to a
+    float32 model as they are, failing in its first layer.
+    """
+
+    def predict(self, x: np.ndarray, batch_size: int = 128, training_mode: bool = False, **kwargs: Any) -> np.ndarray:
+        """
+        :param x: Inputs, any float dtype.
+        :param batch_size: Inputs per model call.
+        :param training_mode: Run the model in training mode.
+        :return: The model's outputs (logits), as ART's class returns them.
+        """
+        return super().predict(_float32(x), batch_size=batch_size, training_mode=training_mode, **kwargs)
+
+    def loss_gradient(self, x: Any, y: Any, training_mode: bool = False, **kwargs: Any) -> Any:
+        """
+        :param x: Inputs, any float dtype (a numpy array or a tensor).
+        :param y: Labels, as ART's class takes them.
+        :param training_mode: Run the model in training mode.
+        :return: The loss gradient with respect to `x`, as ART's class returns it.
+        """
+        return super().loss_gradient(_float32(x), y, training_mode=training_mode, **kwargs)
+
+    def class_gradient(self, x: Any, label: Any = None, training_mode: bool = False, **kwargs: Any) -> Any:
+        """
+        :param x: Inputs, any float dtype (a numpy array or a tensor).
+        :param label: The classes, as ART's class takes them.
+        :param training_mode: Run the model in training mode.
+        :return: The class gradients with respect to `x`, as ART's class returns them.
+        """
+        return super().class_gradient(_float32(x), label=label, training_mode=training_mode, **kwargs)
+
+
+def _float32(x: Any) -> Any:
+    """:return: `x` as float32 where it is a float array or tensor of another precision, else `x` itself."""
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() else x
+    x = np.asarray(x)
+    return x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) else x
+
+
 def plain_classifier(path: str, ckpt: dict[str, Any], device_type: str) -> Any:
     """
     The base model of a checkpoint as a plain ART `PyTorchClassifier` (no noise): how a deterministic model is
@@ -324,11 +369,9 @@ def plain_classifier(path: str, ckpt: dict[str, Any], device_type: str) -> Any:
     :param device_type: ART's device type.
     :return: The classifier.
     """
-    from art.estimators.classification import PyTorchClassifier
-
     smoothing = ckpt["smoothing"]
     clip = smoothing.get("clip_values")
-    return PyTorchClassifier(
+    return PlainClassifier(
         model_from_checkpoint(ckpt, path),
         torch.nn.CrossEntropyLoss(),
         tuple(smoothing["input_shape"]),
@@ -354,7 +397,6 @@ def deterministic_trainer(
     """
     from art.attacks.evasion import ProjectedGradientDescent
     from art.defences.trainer import AdversarialTrainerMadryPGD, AdversarialTrainerTRADESPyTorch
-    from art.estimators.classification import PyTorchClassifier
 
     model, *rest = base
     if method == "trades" and isinstance(model, torch.nn.Sequential):

@@ -559,3 +559,22 @@ def test_sequential_futility_and_filled_stages_are_recorded_and_resumed_exactly(
     assert code == 2 and "futility" in err
     code, err = call(capsys, *base, "--stages", "radii:1", "--overwrite")
     assert code == 2 and "--stages radii:R needs a ratio R > 1" in err
+
+
+def test_boundary_attack_on_a_deterministic_model(tmp_path, capsys):
+    """ART's BoundaryAttack queries with float64 arrays (its random steps); ART's PyTorchClassifier passes them to a
+    float32 model as they are, which fails in the first convolution. A deterministic model is attacked as the plain
+    classifier, so Boundary (and any ART attack querying in float64) must run against it too."""
+    ckpt = tmp_path / "plain.pt"
+    code, err = call(
+        capsys, "train", "--dataset", "digits", "--method", "standard", "--epochs", "1",
+        "--out", ckpt, "--quiet",
+    )  # fmt: skip
+    assert code == 0, err[-2000:]
+    out = tmp_path / "boundary.tsv"
+    code, err = call(
+        capsys, "attack", "--checkpoint", ckpt, "--attack", "boundary", "--eps", "0.5,2", "--max", "3",
+        "--max-iter", "2", "--out", out, "--quiet",
+    )  # fmt: skip
+    assert code == 0, err[-2000:]
+    assert len(data_lines(out)) == 3 * 3 and '"noise": "none"' in out.read_text().splitlines()[0]
