@@ -22,10 +22,11 @@ import numpy as np  # noqa: E402
 from art_stn.metrics import paired_difference  # noqa: E402
 from art_stn.results import read_results  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT / "benchmarks")]
+from empirical_robustness import L2, LINF, STRENGTH  # noqa: E402
 from generated_block import main  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results" / "mnist-empirical"
 CERTIFIED = ROOT / "results" / "mnist-certified-training"
 PAGE = ROOT / "docs" / "empirical-robustness.md"
@@ -47,6 +48,12 @@ FIGURE3 = {
 SWEEP = {0.0: "standard", 0.25: "stn-sigma0.25", 0.5: "stn-sigma0.5", 0.7: "stn-sigma0.7", 1.0: "stn-sigma1"}
 SMOOTHED = ("stn-sigma0.25", "stn-sigma0.5", "stn-sigma0.7", "stn-sigma1", "gaussian-sigma0.7", "consistency-sigma0.7")
 NORMS = {"l2": "L2", "linf": "L-infinity"}
+#: The sizes each results file is finished at (the benchmark's), by attack (and tag).
+SIZES = {
+    **{f"{a}-{n}": sizes for a in ("pgd", "transfer") for n, sizes in (("l2", L2), ("linf", LINF))},
+    **{a: L2 for a in ("cw-l2", "boundary")},
+    **{f"{a}-strong": sizes for a, sizes in STRENGTH.items()},
+}
 
 
 def load(stem: str, attack: str, results: Path = RESULTS) -> tuple[dict, dict[float, dict[int, bool]]] | None:
@@ -61,12 +68,19 @@ def load(stem: str, attack: str, results: Path = RESULTS) -> tuple[dict, dict[fl
     if not path.is_file():
         return None
     meta, table, _ = read_results(path, expect="attack")
+    if not finished(attack, meta, table):
+        return None  # a run still under way: the page shows finished files only
     robust: dict[float, dict[int, bool]] = {}
     for i, e, c in zip(table["idx"].astype(int), table["eps"], table["correct"], strict=True):
         robust.setdefault(float(e), {})[int(i)] = bool(c)
-    if any(len(images) != meta["examples"] for images in robust.values()):
-        return None  # a run still under way: the page shows finished files only
     return meta, robust
+
+
+def finished(attack: str, meta: dict, table: dict[str, np.ndarray]) -> bool:
+    """:return: Whether an attack's results file holds every image at size 0 and at each of the benchmark's sizes."""
+    sizes = {0.0, *(float(e) for e in SIZES[attack].split(","))}
+    eps = table["eps"]
+    return set(np.unique(eps)) == sizes and all(int(np.sum(eps == e)) == meta["examples"] for e in sizes)
 
 
 def worst(*runs: tuple[dict, dict] | None) -> dict[float, dict[int, bool]] | None:
@@ -246,8 +260,7 @@ def certified_versus_attacked() -> list[str]:
         }
         for path in filter(Path.is_file, attacks):
             attack_meta, t, _ = read_results(path, expect="attack")
-            finished = len(t["idx"]) == attack_meta["examples"] * len(set(t["eps"]))
-            if not finished or not set(t["idx"].astype(int)) <= set(radius):
+            if not finished(path.stem.removeprefix(stem + "-"), attack_meta, t) or not set(t["idx"]) <= set(radius):
                 continue  # a run still under way, or images not yet certified: finished files only
             for e in sorted(set(t["eps"]) - {0.0}):
                 rows_e = [
