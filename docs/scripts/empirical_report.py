@@ -317,12 +317,19 @@ def certified_versus_attacked() -> list[str]:
 
 def strength_check() -> list[str]:
     """:return: The stronger attack minus the standard one on the same images, per smoothed model and size."""
-    rows = []
+    rows, settings = [], set()
     for stem in SMOOTHED:
         for attack in ("pgd-l2", "pgd-linf"):
             base, strong = load(stem, attack), load(stem, f"{attack}-strong")
             if base is None or strong is None:
                 continue
+            settings.add(
+                tuple(
+                    f"{m['max_iter']} steps, {m['eot_samples']} draws per gradient, "
+                    + (f"{m['restarts']} random starts" if m["restarts"] else "starting at the image")
+                    for m in (base[0], strong[0])
+                )
+            )
             for e in sorted(set(strong[1]) - {0.0}):
                 images = sorted(set(strong[1][e]) & set(base[1].get(e, {})))
                 if len(images) < 2:
@@ -330,7 +337,7 @@ def strength_check() -> list[str]:
                 a = [strong[1][e][i] for i in images]
                 b = [base[1][e][i] for i in images]
                 d, lo, hi = paired_difference(a, b)
-                verdict = "holds" if lo <= 0 <= hi else "too weak"
+                verdict = "too weak" if hi < 0 else "holds"  # the stronger attack leaves significantly fewer
                 rows.append(
                     [
                         stem,
@@ -344,7 +351,16 @@ def strength_check() -> list[str]:
                     ]
                 )
     head = ["model", "attack", "size", "images", "standard", "stronger", "difference", "standard attack"]
-    return table(rows, head) if rows else []
+    if not rows:
+        return []
+    pairs = "; ".join(f"{a} against {b}" for a, b in sorted(settings))
+    return [
+        f"The attacks of the tables above ({pairs}) on the first 100 of the 500 images, robust accuracy (%) and the "
+        "stronger minus the standard attack (points, paired 95% interval): the standard attack is too weak where the "
+        "interval lies below zero (the stronger attack leaves significantly fewer images robust) and holds elsewhere.",
+        "",
+        *table(rows, head),
+    ]
 
 
 def training_cost() -> list[str]:
