@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,8 @@ def test_every_full_protocol_model_is_decided_by_certify_before_any_by_renyi(run
     full = [job for job in runner.jobs() if job.folder == runner.FULL and job.bounds != ("cohen-chosen",)]
     kinds = [job.bounds for job in full]
     assert kinds == [("cohen",)] * 3 + [("renyi",)] * 3
-    assert [job.name for job in full[:3]] == [job.name for job in full[3:]]
+    # The Renyi runs in reverse: STN (the paper's method under the paper's bound, its Table 1's row) first.
+    assert [job.name for job in full[3:]] == [job.name for job in full[:3]][::-1] and full[3].method == "stn"
     chosen = [i for i, job in enumerate(runner.jobs()) if job.bounds == ("cohen-chosen",)]
     first_renyi = next(i for i, job in enumerate(runner.jobs()) if job.bounds == ("renyi",))
     assert len(chosen) == 1 and chosen[0] < first_renyi and runner.jobs()[chosen[0]].name == "gaussian-sigma0.5"
@@ -88,3 +90,27 @@ def test_the_chosen_schedule_reaches_the_certify_command(runner, monkeypatch, tm
     assert cmd[cmd.index("--stages") + 1] == ",".join(map(str, schedule["stages"]))
     assert float(cmd[cmd.index("--futility") + 1]) == schedule["futility"]
     assert cmd[cmd.index("--bound") + 1] == "cohen" and cmd[cmd.index("--out") + 1].endswith("-cohen-chosen.tsv")
+
+
+def test_the_anytime_confidence_sequence_covers_at_every_size_where_peeking_at_clopper_pearson_does_not(replay):
+    """The confidence sequence of the replay's anytime alternative holds at every sample size at once (Ville's
+    inequality): on 400 sequences of 20,000 draws of a Bernoulli mean of 0.99 (fixed seed), checked after every draw,
+    it excludes the true mean from below on at most alpha = 5% of them under each prior. The same check fails for a
+    fixed-n Clopper-Pearson bound looked at as the draws grow (about 30% here). False failure: each sequence crosses
+    with probability at most alpha, so more than `binom.isf(1e-6, 400, alpha)` = 44 crossings has probability below
+    1e-6 per prior."""
+    from scipy.stats import binom
+
+    from art_stn.confidence import clopper_pearson_lower
+
+    alpha, p, sequences, length = 0.05, 0.99, 400, 20_000
+    k = np.cumsum(np.random.default_rng(0).random((sequences, length)) < p, axis=1)
+    n = np.arange(1, length + 1)
+    limit = binom.isf(1e-6, sequences, alpha)
+    for prior in replay.PRIORS:
+        evidence = replay.mixture_log_evidence(k, n, p, prior)
+        crossed = ((k / n > p) & (evidence >= np.log(1 / alpha))).any(axis=1)
+        assert crossed.sum() <= limit, (prior, crossed.sum())
+    looks = np.unique(np.geomspace(10, length, 100).astype(int)) - 1
+    peeking = (clopper_pearson_lower(k[:, looks], n[looks], alpha) > p).any(axis=1)
+    assert peeking.sum() > limit  # the check can fail: a bound valid at one fixed n is not valid at every n
