@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.special import betaln
+from scipy.stats import norm
 
 from art_stn import STNClassifier
 from art_stn.bounds import cohen_certify_l2_radius
@@ -167,7 +167,7 @@ def anytime_replay(draws: Draws, prior: tuple[float, float], futility: float) ->
     :return: The columns of :func:`replay`'s.
     """
     count = len(draws.preds)
-    thresholds = np.asarray([norm_cdf(r / SIGMA) for r in RADII])  # p above Phi(r / sigma) certifies r
+    thresholds = norm.cdf(np.asarray(RADII) / SIGMA)  # p above Phi(r / sigma) certifies r
     checks = np.unique(np.ceil(GROWTH ** np.arange(int(np.log(N) / np.log(GROWTH)) + 1)).astype(int))
     checks = [*checks[checks < N], N]
     level = np.log(2.0 / ALPHA)
@@ -199,11 +199,6 @@ def anytime_replay(draws: Draws, prior: tuple[float, float], futility: float) ->
         out["samples"][i], out["n"][i] = n, n
         out["counts"][i] = np.bincount(seq, minlength=10)
     return out
-
-
-def norm_cdf(z: float) -> float:
-    """:return: The standard normal distribution function at `z`."""
-    return float(0.5 * math.erfc(-z / math.sqrt(2.0)))
 
 
 def main(argv: list[str] | None = None) -> int:

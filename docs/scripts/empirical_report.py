@@ -183,6 +183,32 @@ def robust_table(models: dict[str, dict | None], norm: str) -> list[str]:
     return table(rows, [f"{NORMS[norm]} size", *present])
 
 
+def sweep_reading(runs: dict[float, dict], norm: str) -> list[str]:
+    """
+    :param runs: Figure 4's finished runs in one norm, by sigma (each image's robustness per size).
+    :return: The most robust sigma at each attack size, runs of sizes with the same one merged (point estimates; the
+             tables give every value).
+    """
+    if len(runs) < 2:
+        return []
+    sizes = sorted(set.intersection(*(set(r) for r in runs.values())))
+    acc = {s: [np.mean(list(r[e].values())) for e in sizes] for s, r in runs.items()}
+    best = [
+        max(acc, key=lambda s: (acc[s][i], -s)) if max(a[i] for a in acc.values()) > 0 else None
+        for i in range(len(sizes))
+    ]
+    spans, start = [], 0
+    for i in range(1, len(sizes) + 1):
+        if i == len(sizes) or best[i] != best[start]:
+            where = f"{sizes[start]:g}" if i - 1 == start else f"{sizes[start]:g} to {sizes[i - 1]:g}"
+            spans.append(f"none robust at {where}" if best[start] is None else f"sigma {best[start]:g} at {where}")
+            start = i
+    return [
+        f"Most robust under PGD-{NORMS[norm]} (point estimates, ties to the smaller sigma): " + "; ".join(spans) + ".",
+        "",
+    ]
+
+
 def cw_and_pgd() -> list[str]:
     """
     :return: For each Figure-3 model with both L2 white-box attacks finished: C&W and PGD-L2 apart and the worse of
@@ -555,8 +581,10 @@ def report() -> str:
         figure3 = ["![Figure 3](assets/empirical_figure3.png)", "", *figure3, *cw_and_pgd(), *stn_minus_others()]
     figure4 = []
     for norm in NORMS:
-        rows = robust_table({f"sigma {s:g}": worst(load(stem, f"pgd-{norm}")) for s, stem in SWEEP.items()}, norm)
+        runs = {s: r for s, stem in SWEEP.items() if (r := worst(load(stem, f"pgd-{norm}")))}
+        rows = robust_table({f"sigma {s:g}": r for s, r in runs.items()}, norm)
         figure4 += [f"PGD-{NORMS[norm]}, white box (robust accuracy, %):", "", *rows, ""] if rows else []
+        figure4 += sweep_reading(runs, norm)
     if figure4:
         figure4 = ["![Figure 4](assets/empirical_figure4.png)", "", *figure4]
     out = [BEGIN, ""]
