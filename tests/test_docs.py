@@ -273,3 +273,23 @@ def test_full_protocol_oracle_matches_the_closed_form_for_all_correct_images():
     assert module.oracle_samples([0.97], [0.02], [1.75], 0.001, 0.5, "cohen", cap=10**6)[0] == -1
     fewer = module.oracle_samples([0.9995, 0.99999], [0.0, 0.0], [1.5, 1.5], 0.001, 0.5, "cohen")
     assert fewer[0] > fewer[1] > 0
+
+
+def test_full_protocol_renyi_table_counts_each_radius_and_states_the_cap_ceiling():
+    """The Rényi table counts an image at radius r when it is correct and certified at r or more, at the published
+    radii and 1.58, and states the Rényi ceiling of the cap's stage (alpha / 2 of 0.001, N = 100,000): 1.59."""
+    import numpy as np
+
+    module = docs_script("full_protocol_report")
+    t = {
+        "idx": np.arange(4),
+        "label": np.array([1, 2, 3, 4]),
+        "predict": np.array([1, 2, 3, 5]),
+        "radius": np.array([0.1, 1.6, 1.58, 1.7]),
+    }
+    lines = module.renyi_table({("stn-gamma2", "renyi"): ({}, t)})
+    assert "largest radius: 1.59," in lines[0]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1].split(" [")[0] for line in lines[4:-1]}
+    assert rows["0"] == "75.0" and rows["0.25"] == "50.0" and rows["1.58"] == "50.0" and rows["1.75"] == "0.0"
+    assert list(rows) == ["0", "0.25", "0.5", "0.75", "1", "1.25", "1.5", "1.58", "1.75"]
+    assert module.renyi_table({}) == []
