@@ -34,6 +34,8 @@ END = "<!-- end of the generated full-protocol section -->"
 IMAGES = 500
 SIGMA = 0.5
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+#: The failure probability of the runs' last stage, the cap (N = 100,000): alpha / 2 (`stage_schedule`).
+ALPHA_CAP = stage_schedule(100_000, 0.001, [1])[1][-1]
 NAMES = {"gaussian": "Gaussian augmentation", "consistency": "Consistency (m = 2)", "stn-gamma2": "STN, gamma = 2"}
 #: Published LeNet certified accuracy (%) at sigma 0.5, N = 100,000, 90 epochs, at RADII (Jeong & Shin's table).
 PUBLISHED = {
@@ -149,9 +151,7 @@ def renyi_table(runs: dict) -> list[str]:
         return []
     counts = np.zeros((1, 10), dtype=np.int64)
     counts[0, 0] = 100_000
-    # The cap is the last stage, certified at alpha / 2 (`stage_schedule`): every sample on one class there.
-    alpha_cap = stage_schedule(100_000, 0.001, [1])[1][-1]
-    ceiling = certify_counts(counts, alpha_cap, SIGMA, "gaussian", "renyi", np.zeros(1, dtype=np.int64)).radius[0]
+    ceiling = certify_counts(counts, ALPHA_CAP, SIGMA, "gaussian", "renyi", np.zeros(1, dtype=np.int64)).radius[0]
     head = ["L2 radius", *(f"{NAMES[m]} (95% CI)" for m in here)]
     out = [
         f"Certified accuracy (%) under the Rényi bound (the paper's), same images, alpha and cap (largest radius: "
@@ -457,7 +457,7 @@ def report(runs: dict) -> str:
         out.append("")
         # An image whose samples all fall on its class: CERTIFY's radius at the cap (the last stage, alpha / 2) and
         # at a fixed N = 100,000 with all of alpha (the published runs').
-        cap, fixed = (SIGMA * norm.ppf(a ** (1 / 100_000)) for a in (0.0005, 0.001))
+        cap, fixed = (SIGMA * norm.ppf(a ** (1 / 100_000)) for a in (ALPHA_CAP, 0.001))
         out += [
             "## (c) The literature's full protocol at sigma = 0.5",
             "",
