@@ -231,6 +231,11 @@ def against_oracle(meta: dict, t: dict, bound: str) -> tuple[np.ndarray, np.ndar
     )
 
 
+def ratio_cell(ratio: float, images: int) -> str:
+    """:return: A used / oracle ratio with its number of images, a dash where there are none."""
+    return f"{ratio:.2f} ({images})" if images else "- (0)"
+
+
 def samples_table(runs: dict) -> list[str]:
     """
     :return: Mean estimation samples per image (selection's n0 not counted) of sequential certification against a
@@ -252,7 +257,7 @@ def samples_table(runs: dict) -> list[str]:
             f"| {used[good].sum() / oracle.sum():.2f} |"
         )
         split.append(
-            f"{name}| {top_ratio:.2f} ({top.sum()}) | {below_ratio:.2f} ({below.sum()}) "
+            f"{name}| {ratio_cell(top_ratio, top.sum())} | {ratio_cell(below_ratio, below.sum())} "
             f"| {used[~good].mean() if (~good).any() else 0:,.0f} |"
         )
         # The first stage whose size covers the oracle at that stage's share of alpha: where an image whose counts
