@@ -164,9 +164,11 @@ def jobs() -> list[Job]:
         Job("boundary", tuple(boundary(m) for m in (TRADES, MADRY, STN[0.7])), needs=(STN[0.7], TRADES, MADRY)),
         Job("sweep", attacks(STN[0.5]) + attacks(STN[1.0]), needs=(STN[0.5], STN[1.0])),
         Job("stn-sigma0.25", attacks(STN[0.25]) + (certify(STN[0.25]),), trains=STN[0.25]),
-        Job("consistency-sigma0.7", attacks(CONSISTENCY) + (certify(CONSISTENCY),), trains=CONSISTENCY),
+        Job("consistency-sigma0.7", (certify(CONSISTENCY),), trains=CONSISTENCY),
+        Job("consistency-sigma0.7-cw", attacks(CONSISTENCY)[2:], needs=(CONSISTENCY,)),  # apart: two streams share
+        Job("consistency-sigma0.7-pgd", attacks(CONSISTENCY)[:2], needs=(CONSISTENCY,)),  # the model's attacks
         Job("certify-stn-sigma0.7", (certify(STN[0.7]),), needs=(STN[0.7],)),
-        Job("strength", sum((strength(m) for m in rest), ()), needs=tuple(rest)),
+        *(Job(f"strength-{m.name}", strength(m), needs=(m,)) for m in rest),
         Job("transfer-rest", transfers(GAUSSIAN) + transfers(CONSISTENCY), needs=(MADRY, GAUSSIAN, CONSISTENCY)),
     ]
 
