@@ -293,3 +293,31 @@ def test_full_protocol_renyi_table_counts_each_radius_and_states_the_cap_ceiling
     assert rows["0"] == "75.0" and rows["0.25"] == "50.0" and rows["1.58"] == "50.0" and rows["1.75"] == "0.0"
     assert list(rows) == ["0", "0.25", "0.5", "0.75", "1", "1.25", "1.5", "1.58", "1.75"]
     assert module.renyi_table({}) == []
+
+
+def test_full_protocol_paired_gain_compares_the_same_images_under_each_bound():
+    """The paired table of a bound uses that bound's runs only, matches images by index (not by row order), adds
+    the headline radius 1.58, and stays empty until Gaussian augmentation and another model are certified by it."""
+    import numpy as np
+
+    module = docs_script("full_protocol_report")
+
+    def run(radius, order=(0, 1, 2, 3)):
+        i = np.array(order)
+        return {}, {"idx": i, "label": i, "predict": i, "radius": np.array(radius)[i]}
+
+    gaussian = run([1.6, 1.6, 0.1, 0.1])
+    stn = run([1.6, 1.6, 1.6, 0.1], order=(3, 2, 1, 0))  # the same images in another order
+    runs = {("gaussian", "renyi"): gaussian, ("stn-gamma2", "renyi"): stn, ("gaussian", "cohen"): gaussian}
+    lines = module.paired_gain(runs, "renyi")
+    assert "under the Rényi bound" in lines[0] and "STN (gamma = 2) minus Gaussian" in lines[2]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1].split(" [")[0] for line in lines[4:-1]}
+    assert rows["0"] == "+0.0" and rows["1.58"] == "+25.0" and rows["1.75"] == "+0.0"
+    # Paired image by image (differences 0, 0, +1, 0 at 1.58), not row by row (-1, 0, +1, +1): the same mean, a
+    # narrower interval.
+    from art_stn.metrics import paired_difference
+
+    d, lo, hi = paired_difference(np.array([1, 1, 1, 0], bool), np.array([1, 1, 0, 0], bool))
+    assert f"| 1.58 | {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |" in lines
+    assert module.paired_gain(runs) == []  # CERTIFY: only Gaussian is certified by it
+    assert module.paired_gain({("stn-gamma2", "renyi"): stn}, "renyi") == []
