@@ -158,6 +158,40 @@ def test_paired_difference():
     a = np.array([[1, 1, 1, 0], [1, 0, 0, 0]])
     b = np.array([[1, 0, 1, 0], [1, 0, 0, 0]])
     diff, lo, hi = paired_difference(a, b)
-    assert diff == pytest.approx([0.25, 0.0]) and lo[0] < 0.25 < hi[0] and lo[1] == hi[1] == 0.0
+    assert diff == pytest.approx([0.25, 0.0]) and lo[0] < 0.25 < hi[0] and -1.0 <= lo[0] and hi[0] <= 1.0
+    assert lo[1] < 0.0 < hi[1]  # identical: no discordant example, and still no certainty of a zero difference
     with pytest.raises(ValueError, match="shape"):
         paired_difference(a, b[:, :3])
+    with pytest.raises(ValueError, match="0 or 1"):
+        paired_difference(a * 0.5, b)
+
+
+def test_paired_difference_excludes_zero_exactly_when_mcnemar_rejects():
+    """The score interval is the inversion of McNemar's test: 0 lies outside it exactly when the uncorrected
+    asymptotic test (statsmodels) rejects at the same level; and its ends are where the score statistic is +-z."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    n = 500
+    for ab, ba in [(0, 0), (3, 0), (4, 0), (0, 4), (10, 3), (11, 3), (25, 12), (26, 12), (40, 40), (200, 0)]:
+        a = np.r_[np.ones(ab), np.zeros(ba), np.ones(n - ab - ba)]
+        b = np.r_[np.zeros(ab), np.ones(ba), np.ones(n - ab - ba)]
+        diff, lo, hi = paired_difference(a, b)
+        assert diff == pytest.approx((ab - ba) / n) and lo <= diff <= hi
+        rejects = ab + ba > 0 and mcnemar([[n - ab - ba, ab], [ba, 0]], exact=False, correction=False).pvalue < 0.05
+        assert (not lo <= 0.0 <= hi) == rejects, (ab, ba, lo, hi)
+
+
+def test_paired_difference_covers_a_small_true_difference_where_the_wald_interval_does_not():
+    """500 examples on which `b` alone errs with probability 0.002 (true difference +0.2 points): few discordant
+    examples, often none. The score interval covers the truth in about 99% of 400 draws; the paired Wald interval,
+    `mean(d) +- z sd(d) / sqrt(N)`, in about 65% (it has zero width on every draw with no discordant example). The
+    bound, 360 of 400, fails a 95% interval with probability below 1e-5 (binomial), and fails Wald's on this seed."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(0)
+    a, b = np.ones((400, 500)), (rng.random((400, 500)) >= 0.002).astype(float)
+    _, lo, hi = paired_difference(a, b)
+    assert ((lo <= 0.002) & (0.002 <= hi)).sum() >= 360
+    d = a - b
+    half = norm.ppf(0.975) * d.std(axis=-1, ddof=1) / np.sqrt(500)
+    assert ((d.mean(-1) - half <= 0.002) & (0.002 <= d.mean(-1) + half)).sum() < 360

@@ -43,16 +43,18 @@ def test_plots_write_readable_pngs(tmp_path):
 
 def test_certified_accuracy_difference_is_paired_and_covers_the_truth():
     from art_stn.evaluate import certified_accuracy_difference
+    from art_stn.metrics import paired_difference
 
     labels = np.zeros(8, dtype=int)
     a = (np.array([0, 0, 0, 0, 0, 0, -1, 1]), np.array([1.0, 1, 1, 1, 0.2, 0.2, 0, 0.5]))
     b = (np.array([0, 0, 0, 0, -1, -1, -1, 1]), np.array([1.0, 1, 1, 1, 0, 0, 0, 0.5]))
     diff, lo, hi = certified_accuracy_difference(a, b, labels, [0.0, 0.5])
     np.testing.assert_allclose(diff, [2 / 8, 0.0])
-    d = np.array([0, 0, 0, 0, 1, 1, 0, 0])
-    half = 1.959963984540054 * d.std(ddof=1) / np.sqrt(8)
-    np.testing.assert_allclose([lo[0], hi[0]], [0.25 - half, 0.25 + half])
-    assert lo[1] == hi[1] == 0.0  # identical at 0.5: no spread
+    # Correct at radius 0 per example: a on 0-5 and 7, b on 0-3 and 7 (a pairs by example, not by sorted order).
+    _, lo0, hi0 = paired_difference(np.array([1, 1, 1, 1, 1, 1, 0, 1]), np.array([1, 1, 1, 1, 0, 0, 0, 1]))
+    np.testing.assert_allclose([lo[0], hi[0]], [lo0, hi0])
+    assert lo[0] < 0.25 < hi[0]
+    assert lo[1] < 0.0 < hi[1]  # identical at 0.5: no discordant example, an interval of nonzero width
     # Coverage: two independent noisy copies of one classifier differ by 0 in expectation.
     rng = np.random.default_rng(0)
     hits = 0
@@ -66,11 +68,11 @@ def test_certified_accuracy_difference_is_paired_and_covers_the_truth():
     assert hits >= 180, hits
     with pytest.raises(ValueError, match="confidence"):
         certified_accuracy_difference(a, b, labels, [0.0], confidence=1.0)
-    # Two examples, a tie and a loss for a (d = [0, -1]): the Wald lower end is below -1 and is clipped to -1.
-    _, lo, hi = certified_accuracy_difference(
+    # Two examples, a tie and a loss for a (d = [0, -1]): the interval stays inside [-1, 1] and holds -0.5.
+    diff, lo, hi = certified_accuracy_difference(
         (np.array([0, -1]), np.ones(2)), (np.array([0, 0]), np.ones(2)), np.zeros(2, dtype=int), [0.5]
     )
-    assert lo[0] == -1.0 and -1.0 < hi[0] < 1.0
+    assert -1.0 <= lo[0] < diff[0] == -0.5 < hi[0] < 1.0
 
 
 def test_results_files_record_the_selected_class_for_every_bound(digits_classifier, digits, tmp_path):

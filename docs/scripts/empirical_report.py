@@ -259,14 +259,15 @@ def stn_minus_others() -> list[str]:
         lines += [f"STN (sigma 0.7) minus each model, white box, {NORMS[norm]} (points, paired 95% interval):", ""]
         lines += table(rows, ["attack size", *(f"STN - {FIGURE3[o]}" for o in others)]) + [""]
         for o, ds in diffs.items():
-            apart = [f"{e:g}" for e, d in ds.items() if d[1] > 0 or d[2] < 0]
-            clear.setdefault(o, []).append(f"{', '.join(apart)} in {NORMS[norm]}" if apart else "")
+            for side, apart in (("ahead", lambda d: d[1] > 0), ("behind", lambda d: d[2] < 0)):
+                at = [f"{e:g}" for e, d in ds.items() if apart(d)]
+                clear.setdefault(o, []).extend([f"{side} at {', '.join(at)} in {NORMS[norm]}"] if at else [])
     for o in ("gaussian-sigma0.7", "consistency-sigma0.7"):
         if o not in clear:
             continue
-        found = [c for c in clear[o] if c]
+        found = clear[o]
         where = (
-            f"the interval clears zero at {' and at '.join(found)}"
+            f"STN is {'; '.join(found)} (intervals clear of zero), level at the other sizes"
             if found
             else "the interval holds zero at every size in each norm, so the two measure level under these attacks"
         )
