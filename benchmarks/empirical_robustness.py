@@ -117,10 +117,14 @@ def attack(model: Model, kind: str, sizes: str, tag: str = "", extra: tuple[str,
     return tuple(args)
 
 
-def attacks(model: Model) -> tuple[tuple[str, ...], ...]:
-    """:return: The white-box attacks of a model: PGD in both norms, and for Figure 3's models C&W."""
+def attacks(model: Model, cw: bool = True) -> tuple[tuple[str, ...], ...]:
+    """
+    :param model: The model attacked.
+    :param cw: Whether C&W joins PGD for Figure 3's models.
+    :return: The white-box attacks of a model: PGD in both norms, and for Figure 3's models C&W.
+    """
     steps = [attack(model, "pgd-linf", LINF), attack(model, "pgd-l2", L2)]
-    return tuple(steps + ([attack(model, "cw-l2", L2)] if model in FIGURE3 else []))
+    return tuple(steps + ([attack(model, "cw-l2", L2)] if cw and model in FIGURE3 else []))
 
 
 def transfers(model: Model) -> tuple[tuple[str, ...], ...]:
@@ -165,8 +169,9 @@ def jobs() -> list[Job]:
         Job("sweep", attacks(STN[0.5]) + attacks(STN[1.0]), needs=(STN[0.5], STN[1.0])),
         Job("stn-sigma0.25", attacks(STN[0.25]) + (certify(STN[0.25]),), trains=STN[0.25]),
         Job("consistency-sigma0.7", (certify(CONSISTENCY),), trains=CONSISTENCY),
-        Job("consistency-sigma0.7-cw", attacks(CONSISTENCY)[2:], needs=(CONSISTENCY,)),  # apart: two streams share
-        Job("consistency-sigma0.7-pgd", attacks(CONSISTENCY)[:2], needs=(CONSISTENCY,)),  # the model's attacks
+        # The model's attacks in two jobs, so that two streams share them.
+        Job("consistency-sigma0.7-cw", (attack(CONSISTENCY, "cw-l2", L2),), needs=(CONSISTENCY,)),
+        Job("consistency-sigma0.7-pgd", attacks(CONSISTENCY, cw=False), needs=(CONSISTENCY,)),
         Job("certify-stn-sigma0.7", (certify(STN[0.7]),), needs=(STN[0.7],)),
         *(Job(f"strength-{m.name}", strength(m), needs=(m,)) for m in rest),
         Job("transfer-rest", transfers(GAUSSIAN) + transfers(CONSISTENCY), needs=(MADRY, GAUSSIAN, CONSISTENCY)),
